@@ -1,0 +1,47 @@
+//! Subcommands. Each lives in its own module with its clap `Args` and a `run` function.
+
+mod check;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogArgs;
+
+/// Tandem: multi-region continuity in one binary — a global DNS traffic manager, an edge
+/// proxy with a WAF, a geo-replicated registry and volume replication, driven by one
+/// `tandem.toml`.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Validate a config file and report every problem with its line and key.
+    Check(check::Args),
+}
+
+/// The config file option, shared by the commands that read one.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArg {
+    /// Path to tandem.toml.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "TANDEM_CONFIG",
+        default_value = "tandem.toml"
+    )]
+    pub(crate) path: PathBuf,
+}
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(a) => check::run(a),
+    }
+}
