@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, entries};
-use crate::monitor::{Monitor, ProbeProtocol};
+use crate::monitor::{Monitor, ProbeProtocol, ProbeTarget};
 use crate::path::KeyPath;
 use crate::value::{Dur, normalize_dns_name};
 
@@ -295,17 +295,6 @@ pub enum EndpointTarget {
     Host(String),
     /// A nested profile, by key.
     Profile(String),
-}
-
-/// Where and how to probe one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProbeTarget {
-    /// `host:port` to connect to (a literal address or a name resolved at probe time).
-    pub connect: String,
-    /// Host header and TLS server name.
-    pub host: String,
-    /// The monitor.
-    pub monitor: Monitor,
 }
 
 /// The default DNS listen address (the lab's).

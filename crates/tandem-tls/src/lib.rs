@@ -46,7 +46,9 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// A PEM file holds no usable certificate or key.
-    #[error("{path}: {what}; it must be PEM (-----BEGIN CERTIFICATE----- / -----BEGIN PRIVATE KEY-----)")]
+    #[error(
+        "{path}: {what}; it must be PEM (-----BEGIN CERTIFICATE----- / -----BEGIN PRIVATE KEY-----)"
+    )]
     Pem {
         /// The file.
         path: PathBuf,
@@ -111,12 +113,11 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = load_certs(cert)?;
     let key_der = load_key(key)?;
-    let ck = CertifiedKey::from_der(chain, key_der, &provider()).map_err(|source| {
-        TlsError::Rustls {
+    let ck =
+        CertifiedKey::from_der(chain, key_der, &provider()).map_err(|source| TlsError::Rustls {
             path: key.into(),
             source,
-        }
-    })?;
+        })?;
     Ok(Arc::new(ck))
 }
 
@@ -302,11 +303,13 @@ impl LabCa {
     /// Issue a server certificate for `names` (DNS names or IP addresses) and write it as
     /// `<dir>/<file_stem>.pem` and `.key`. A fresh key and certificate are made every call.
     pub fn issue(&self, file_stem: &str, names: &[&str]) -> Result<IssuedCert, TlsError> {
-        let mut params = CertificateParams::new(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().copied().unwrap_or("tandem"));
+        dn.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("tandem"),
+        );
         params.distinguished_name = dn;
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -347,11 +350,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = LabCa::load_or_create(dir.path()).expect("create");
         let first = fs::read_to_string(ca.ca_cert_path()).expect("ca");
-        let issued = ca.issue("app", &["app.tandem.test", "127.0.0.1"]).expect("issue");
+        let issued = ca
+            .issue("app", &["app.tandem.test", "127.0.0.1"])
+            .expect("issue");
         load_certified_key(&issued.cert_path, &issued.key_path).expect("loads");
         let again = LabCa::load_or_create(dir.path()).expect("reload");
         assert_eq!(fs::read_to_string(again.ca_cert_path()).expect("ca"), first);
-        again.issue("other", &["x.tandem.test"]).expect("issue after reload");
+        again
+            .issue("other", &["x.tandem.test"])
+            .expect("issue after reload");
     }
 
     #[test]
@@ -381,11 +388,15 @@ mod tests {
             )
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             for _ in 0..2 {
-                let Ok((s, _)) = listener.accept().await else { return };
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
                 if let Ok(mut tls) = acceptor.accept(s).await {
                     tls.write_all(b"hi").await.ok();
                     tls.shutdown().await.ok();
@@ -407,11 +418,14 @@ mod tests {
         tls.read_to_end(&mut buf).await.ok();
         assert_eq!(buf, b"hi");
         // Without the lab CA the same server is refused.
-        let strict = tokio_rustls::TlsConnector::from(client_config(&ClientTls::default()).expect("client"));
+        let strict =
+            tokio_rustls::TlsConnector::from(client_config(&ClientTls::default()).expect("client"));
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        assert!(strict
-            .connect(ServerName::try_from("app.tandem.test").expect("name"), tcp)
-            .await
-            .is_err());
+        assert!(
+            strict
+                .connect(ServerName::try_from("app.tandem.test").expect("name"), tcp)
+                .await
+                .is_err()
+        );
     }
 }
