@@ -149,7 +149,7 @@ impl Geo {
         }
         let sorted = |m: HashMap<u8, PrefixMap>| {
             let mut v: Vec<_> = m.into_iter().collect();
-            v.sort_by(|a, b| b.0.cmp(&a.0));
+            v.sort_by_key(|e| std::cmp::Reverse(e.0));
             v
         };
         let latency = names
