@@ -100,8 +100,6 @@ struct RawRecordSet {
     #[serde(default)]
     txt: Vec<String>,
     #[serde(default)]
-    ns: Vec<String>,
-    #[serde(default)]
     mx: Vec<RawMx>,
 }
 
@@ -228,8 +226,6 @@ pub enum RecordData {
     Cname(String),
     /// Text (one string, split into 255-byte chunks on the wire).
     Txt(String),
-    /// Delegation or apex name server.
-    Ns(String),
     /// Mail exchanger.
     Mx {
         /// Preference.
@@ -638,8 +634,7 @@ fn validate_zone(ctx: &mut Ctx, key: &KeyPath, origin: &str, z: &RawZone) -> Opt
             let others = !set.a.is_empty()
                 || !set.aaaa.is_empty()
                 || !set.txt.is_empty()
-                || !set.mx.is_empty()
-                || !set.ns.is_empty();
+                || !set.mx.is_empty();
             if others || name == origin {
                 ctx.error(
                     &rk.key("cname"),
@@ -654,12 +649,6 @@ fn validate_zone(ctx: &mut Ctx, key: &KeyPath, origin: &str, z: &RawZone) -> Opt
         }
         for t in &set.txt {
             push(&mut records, RecordData::Txt(t.clone()));
-        }
-        for (i, n) in set.ns.iter().enumerate() {
-            match normalize_dns_name(n) {
-                Ok(n) => push(&mut records, RecordData::Ns(n)),
-                Err(e) => ctx.error(&rk.key("ns").index(i), e, None),
-            }
         }
         for (i, mx) in set.mx.iter().enumerate() {
             match normalize_dns_name(&mx.exchange) {
