@@ -329,7 +329,7 @@ fn parse_ecs(d: &[u8]) -> Result<Ecs, WireError> {
             "Client Subnet address length does not match its prefix",
         ));
     }
-    if source % 8 != 0
+    if !source.is_multiple_of(8)
         && let Some(last) = addr.last()
         && last & (0xFFu8 >> (source % 8)) != 0
     {
