@@ -727,7 +727,7 @@ mod tests {
             .options
             .iter()
             .find_map(|(_, o)| match o {
-                EdnsOption::Subnet(s) => Some(s.clone()),
+                EdnsOption::Subnet(s) => Some(*s),
                 _ => None,
             });
         let sub = sub.expect("ecs echoed");
