@@ -1,0 +1,2 @@
+//! Volume replication.
+pub use rustic_core;
