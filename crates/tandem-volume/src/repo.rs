@@ -1,7 +1,7 @@
 //! An open restic-format repository of one volume: list, select, restore, check, forget and
 //! prune. All calls block (rustic is synchronous); async callers use `spawn_blocking`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -460,9 +460,4 @@ impl Repo {
             .map_err(|e| self.err("prune", &e))?;
         Ok(report)
     }
-}
-
-/// Whether `p` is an empty or missing directory.
-pub(crate) fn dir_is_empty(p: &Path) -> bool {
-    std::fs::read_dir(p).map_or(true, |mut d| d.next().is_none())
 }

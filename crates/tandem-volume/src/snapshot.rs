@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use rustic_core::{BackupOptions, RepairIndexOptions, SnapshotOptions};
 use serde::Serialize;
@@ -216,9 +216,4 @@ pub async fn snapshot_with_hooks(
         }
     }
     result
-}
-
-/// When a snapshot attempt started, for lag accounting.
-pub(crate) fn now() -> SystemTime {
-    SystemTime::now()
 }
