@@ -163,9 +163,12 @@ pub async fn run_agent(
                 if let Some(t) = ev && pending_since.is_none() {
                     pending_since = Some(t);
                 }
-                continue;
             }
             () = tokio::time::sleep(tick) => {}
+        }
+        // A busy directory sends events faster than ticks: drain them so a snapshot can start.
+        while let Ok(t) = rx.try_recv() {
+            pending_since.get_or_insert(t);
         }
         if Instant::now() >= next_scan {
             scan_due = true;
