@@ -325,7 +325,9 @@ fn validate_volume(
         _ => {
             ctx.error(
                 key,
-                format!("volume {name:?} sets more than one of password, password_env and password_file"),
+                format!(
+                    "volume {name:?} sets more than one of password, password_env and password_file"
+                ),
                 Some("keep exactly one of them".into()),
             );
             Password::Env(String::new())

@@ -107,7 +107,9 @@ pub async fn run_agent(
         });
         match &mut w {
             Ok(_) => {}
-            Err(e) => tracing::warn!(volume = %spec.name, error = %e, "inotify watch failed; relying on periodic scans"),
+            Err(e) => {
+                tracing::warn!(volume = %spec.name, error = %e, "inotify watch failed; relying on periodic scans")
+            }
         }
         w.ok()
     };
@@ -174,8 +176,8 @@ pub async fn run_agent(
             scan_due = true;
             next_scan = Instant::now() + spec.scan_interval;
         }
-        let due = (pending_since.is_some() || scan_due)
-            && last_start.is_none_or(|t| t.elapsed() >= wait);
+        let due =
+            (pending_since.is_some() || scan_due) && last_start.is_none_or(|t| t.elapsed() >= wait);
         if !due {
             continue;
         }
@@ -218,7 +220,11 @@ pub async fn run_agent(
                     let since = covered.unwrap_or(started);
                     pending_since = Some(pending_since.map_or(since, |p| p.min(since)));
                 }
-                let result = if out.snapshot.is_some() { "written" } else { "unchanged" };
+                let result = if out.snapshot.is_some() {
+                    "written"
+                } else {
+                    "unchanged"
+                };
                 status.count_snapshot(&spec.name, dir, result, out.uploaded_bytes, out.seconds);
                 tracing::info!(volume = %spec.name, direction = dir, result, seconds = out.seconds,
                     uploaded = out.uploaded_bytes, changed_during_read = out.changed_during_read.len(), "snapshot");
@@ -249,8 +255,12 @@ pub async fn run_agent(
                     match pr {
                         Ok(Ok(rep)) => tracing::info!(volume = %spec.name, kept = rep.kept.len(),
                             forgotten = rep.forgotten.len(), freed = rep.bytes_freed, "retention applied"),
-                        Ok(Err(e)) => tracing::warn!(volume = %spec.name, error = %e, "retention failed"),
-                        Err(e) => tracing::warn!(volume = %spec.name, error = %e, "retention task failed"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(volume = %spec.name, error = %e, "retention failed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(volume = %spec.name, error = %e, "retention task failed")
+                        }
                     }
                 }
             }

@@ -38,7 +38,9 @@ pub enum VolumeError {
         hint: String,
     },
     /// The repository exists but the password does not open it.
-    #[error("volume {volume}: the password does not open repository {location} (hint: use the password it was created with; `restic -r {location} key list` shows its keys)")]
+    #[error(
+        "volume {volume}: the password does not open repository {location} (hint: use the password it was created with; `restic -r {location} key list` shows its keys)"
+    )]
     WrongPassword {
         /// The volume.
         volume: String,
@@ -56,7 +58,9 @@ pub enum VolumeError {
         source: std::io::Error,
     },
     /// A hook failed, so the snapshot was skipped.
-    #[error("volume {volume}: {which} hook {command:?} {message} (hint: fix the hook or remove it from the config; the snapshot was skipped and is retried)")]
+    #[error(
+        "volume {volume}: {which} hook {command:?} {message} (hint: fix the hook or remove it from the config; the snapshot was skipped and is retried)"
+    )]
     Hook {
         /// The volume.
         volume: String,
@@ -69,13 +73,17 @@ pub enum VolumeError {
     },
     /// Shutdown was requested while a snapshot was being taken; nothing was written that a
     /// snapshot refers to, and uploaded data is reused by the next run.
-    #[error("volume {volume}: snapshot abandoned on shutdown (uploaded data is kept and reused by the next snapshot)")]
+    #[error(
+        "volume {volume}: snapshot abandoned on shutdown (uploaded data is kept and reused by the next snapshot)"
+    )]
     Abandoned {
         /// The volume.
         volume: String,
     },
     /// The volume was activated in the other region; this side must not replicate over it.
-    #[error("volume {volume}: fenced: its standby was activated in {region} at {at}, so this copy is stale (hint: run `tandem volume reverse {volume}` in {region} to replicate back, then activate here)")]
+    #[error(
+        "volume {volume}: fenced: its standby was activated in {region} at {at}, so this copy is stale (hint: run `tandem volume reverse {volume}` in {region} to replicate back, then activate here)"
+    )]
     Fenced {
         /// The volume.
         volume: String,
@@ -110,10 +118,7 @@ impl VolumeError {
         VolumeError::Rustic {
             volume: volume.to_string(),
             op,
-            message: e
-                .display_log()
-                .trim_start_matches("Error: ")
-                .to_string(),
+            message: e.display_log().trim_start_matches("Error: ").to_string(),
         }
     }
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use rustic_core::repofile::SnapshotFile;
 use rustic_core::{
-    CheckOptions, ConfigOptions, Credentials, KeepOptions, KeyOptions, LocalDestination,
-    LsOptions, OpenStatus, PruneOptions, Repository, RepositoryBackends, RepositoryOptions,
-    RestoreOptions, StringList, WriteBackend,
+    CheckOptions, ConfigOptions, Credentials, KeepOptions, KeyOptions, LocalDestination, LsOptions,
+    OpenStatus, PruneOptions, Repository, RepositoryBackends, RepositoryOptions, RestoreOptions,
+    StringList, WriteBackend,
 };
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -295,7 +295,7 @@ impl Repo {
             .inner
             .get_matching_snapshots(|s| s.label == label)
             .map_err(|e| self.err("list snapshots", &e))?;
-        snaps.sort_by(|a, b| a.time.timestamp().cmp(&b.time.timestamp()));
+        snaps.sort_by_key(|s| s.time.timestamp());
         Ok(snaps)
     }
 
@@ -337,8 +337,7 @@ impl Repo {
             }
             SnapshotSel::At(t) => snaps
                 .into_iter()
-                .filter(|s| s.time.timestamp() <= *t)
-                .next_back()
+                .rfind(|s| s.time.timestamp() <= *t)
                 .ok_or_else(|| none(format!("no snapshot was taken at or before {t}"))),
         }
     }
@@ -420,7 +419,9 @@ impl Repo {
     ) -> Result<PruneReport, VolumeError> {
         let snaps = self.snapshot_files()?;
         let as_i32 = |n: u32| (n > 0).then(|| i32::try_from(n).unwrap_or(i32::MAX));
-        let tags: StringList = TAG_ACTIVATED.parse().map_err(|e| VolumeError::Internal(format!("tag: {e}")))?;
+        let tags: StringList = TAG_ACTIVATED
+            .parse()
+            .map_err(|e| VolumeError::Internal(format!("tag: {e}")))?;
         let mut keep = KeepOptions::default().keep_tags(vec![tags]);
         keep.keep_last = as_i32(retention.keep_last);
         keep.keep_hourly = as_i32(retention.keep_hourly);

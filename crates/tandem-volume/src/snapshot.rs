@@ -118,7 +118,7 @@ pub fn take_snapshot(
         log.clone(),
         repo.store.fence_flag(),
     )
-        .map_err(|e| repo.err("read source", &e))?;
+    .map_err(|e| repo.err("read source", &e))?;
     // If shutdown is requested mid-walk, the walker stops and raises the store's fence, which
     // keeps the partial tree from being written as a snapshot.
     repo.store.set_fence(false);

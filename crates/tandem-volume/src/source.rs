@@ -46,7 +46,9 @@ impl ReadLog {
     }
 
     pub(crate) fn take(list: &Mutex<Vec<FileIssue>>) -> Vec<FileIssue> {
-        list.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+        list.lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
     }
 }
 
@@ -244,7 +246,9 @@ impl Read for TrackedReader {
                             &self.log.changed,
                             FileIssue {
                                 path: self.rel.clone(),
-                                problem: "changed while it was read; the next snapshot reads it again".into(),
+                                problem:
+                                    "changed while it was read; the next snapshot reads it again"
+                                        .into(),
                             },
                         );
                     }

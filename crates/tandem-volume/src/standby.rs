@@ -79,7 +79,8 @@ fn lock(spec: &VolumeSpec) -> Result<File, VolumeError> {
         .write(true)
         .open(&p)
         .map_err(|e| VolumeError::io("standby lock", &p, e))?;
-    f.lock().map_err(|e| VolumeError::io("standby lock", &p, e))?;
+    f.lock()
+        .map_err(|e| VolumeError::io("standby lock", &p, e))?;
     Ok(f)
 }
 
@@ -279,7 +280,9 @@ pub fn activate(
         match apply_newest(repo, spec) {
             Ok(Some(_)) => caught_up = true,
             Ok(None) => {}
-            Err(e) => notes.push(format!("final catch-up failed, activating with what the standby holds: {e}")),
+            Err(e) => notes.push(format!(
+                "final catch-up failed, activating with what the standby holds: {e}"
+            )),
         }
     }
     let _lock = lock(spec)?;
@@ -301,7 +304,9 @@ pub fn activate(
                 fenced = true;
                 snapshot = Some(info);
             }
-            Err(e) => notes.push(format!("could not write the activation marker (the old primary is not fenced): {e}")),
+            Err(e) => notes.push(format!(
+                "could not write the activation marker (the old primary is not fenced): {e}"
+            )),
         }
     }
     Ok(ActivateReport {

@@ -177,7 +177,14 @@ impl Status {
         }
     }
 
-    pub(crate) fn count_snapshot(&self, volume: &str, direction: &str, result: &str, uploaded: u64, secs: f64) {
+    pub(crate) fn count_snapshot(
+        &self,
+        volume: &str,
+        direction: &str,
+        result: &str,
+        uploaded: u64,
+        secs: f64,
+    ) {
         self.snapshots
             .get_or_create(&ResultLabels {
                 volume: volume.into(),

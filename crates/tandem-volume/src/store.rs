@@ -88,8 +88,9 @@ impl Store {
             location: redact(loc),
             op: "open",
             message,
-            hint: "check the repository URL and its options in [volume] (docs/volume.md lists them)"
-                .into(),
+            hint:
+                "check the repository URL and its options in [volume] (docs/volume.md lists them)"
+                    .into(),
         };
         let (store, prefix, local_root): (Arc<dyn ObjectStore>, ObjPath, Option<PathBuf>) =
             if let Some((scheme, _)) = loc.split_once("://") {
@@ -115,7 +116,11 @@ impl Store {
                             let key = k.parse().map_err(|e| bad(format!("option {k:?}: {e}")))?;
                             b = b.with_config(key, v);
                         }
-                        (Arc::new(b.build().map_err(|e| bad(e.to_string()))?), prefix, None)
+                        (
+                            Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                            prefix,
+                            None,
+                        )
                     }
                     "az" | "azure" | "abfs" | "abfss" | "adl" => {
                         let mut b =
@@ -124,7 +129,11 @@ impl Store {
                             let key = k.parse().map_err(|e| bad(format!("option {k:?}: {e}")))?;
                             b = b.with_config(key, v);
                         }
-                        (Arc::new(b.build().map_err(|e| bad(e.to_string()))?), prefix, None)
+                        (
+                            Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                            prefix,
+                            None,
+                        )
                     }
                     "gs" => {
                         let mut b =
@@ -133,7 +142,11 @@ impl Store {
                             let key = k.parse().map_err(|e| bad(format!("option {k:?}: {e}")))?;
                             b = b.with_config(key, v);
                         }
-                        (Arc::new(b.build().map_err(|e| bad(e.to_string()))?), prefix, None)
+                        (
+                            Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                            prefix,
+                            None,
+                        )
                     }
                     other => return Err(bad(format!("unsupported scheme {other:?}"))),
                 }
@@ -141,7 +154,14 @@ impl Store {
                 let (s, root) = local(&PathBuf::from(loc), loc)?;
                 (s, ObjPath::default(), Some(root))
             };
-        Ok(Store::from_parts(store, prefix, redact(loc), local_root, tuning, rt))
+        Ok(Store::from_parts(
+            store,
+            prefix,
+            redact(loc),
+            local_root,
+            tuning,
+            rt,
+        ))
     }
 
     /// Storage over any object store (tests use this with failure-injecting stores).
@@ -283,7 +303,10 @@ pub(crate) fn storage_hint(msg: &str) -> &'static str {
     let m = msg.to_ascii_lowercase();
     if m.contains("no space left") || m.contains("quota") {
         "the repository's disk is full: free space or grow it; nothing partial was written, the next attempt resumes"
-    } else if m.contains("permission denied") || m.contains("forbidden") || m.contains("access denied") {
+    } else if m.contains("permission denied")
+        || m.contains("forbidden")
+        || m.contains("access denied")
+    {
         "check the repository's permissions and credentials"
     } else if m.contains("connect")
         || m.contains("timed out")
@@ -329,7 +352,8 @@ impl ReadBackend for Store {
         }
         let dir = self.prefix.clone().join(tpe.dirname());
         let store = self.store.clone();
-        let listed = self.block(async move { store.list(Some(&dir)).try_collect::<Vec<_>>().await });
+        let listed =
+            self.block(async move { store.list(Some(&dir)).try_collect::<Vec<_>>().await });
         let metas = match listed {
             Ok(Ok(m)) => m,
             Ok(Err(object_store::Error::NotFound { .. })) => Vec::new(),

@@ -23,20 +23,29 @@ fn agent_replicates_standby_follows_and_activation_fences() {
     let rt = rt();
     let status = Arc::new(Status::new());
     let cancel = CancellationToken::new();
-    let agent = rt.spawn(run_agent(spec.clone(), status.clone(), AgentOptions::default(), cancel.clone()));
+    let agent = rt.spawn(run_agent(
+        spec.clone(),
+        status.clone(),
+        AgentOptions::default(),
+        cancel.clone(),
+    ));
     let standby = rt.spawn(run_standby(spec.clone(), status.clone(), cancel.clone()));
     let sb_dir = spec.standby.as_ref().expect("standby").dir.clone();
 
-    wait_for("standby to hold the source", Duration::from_secs(30), || {
-        sb_dir.exists() && manifest(&sb_dir) == manifest(&spec.source)
-    });
+    wait_for(
+        "standby to hold the source",
+        Duration::from_secs(30),
+        || sb_dir.exists() && manifest(&sb_dir) == manifest(&spec.source),
+    );
     // A change reaches the standby through inotify, within a few intervals.
     let t0 = Instant::now();
     std::fs::write(spec.source.join("a/changed.txt"), b"after start").expect("write");
     std::fs::remove_file(spec.source.join("hello.txt")).expect("rm");
-    wait_for("the change to reach the standby", Duration::from_secs(20), || {
-        manifest(&sb_dir) == manifest(&spec.source)
-    });
+    wait_for(
+        "the change to reach the standby",
+        Duration::from_secs(20),
+        || manifest(&sb_dir) == manifest(&spec.source),
+    );
     let took = t0.elapsed();
     eprintln!("change reached the standby in {took:?}");
     let st = status.agent_status("data/forward").expect("agent status");
@@ -49,7 +58,12 @@ fn agent_replicates_standby_follows_and_activation_fences() {
     status.register(&mut reg);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
-    assert!(text.contains("tandem_volume_replication_lag_seconds{volume=\"data\",direction=\"forward\"}"), "{text}");
+    assert!(
+        text.contains(
+            "tandem_volume_replication_lag_seconds{volume=\"data\",direction=\"forward\"}"
+        ),
+        "{text}"
+    );
 
     // Activate the standby: the standby loop stops, the directory is live, the primary is fenced.
     let rep = rt
@@ -85,14 +99,25 @@ fn failover_loses_at_most_the_measured_rpo() {
     let status = Arc::new(Status::new());
     let east = CancellationToken::new(); // the eastus region
     let west = CancellationToken::new();
-    rt.spawn(run_agent(spec.clone(), status.clone(), AgentOptions::default(), east.clone()));
+    rt.spawn(run_agent(
+        spec.clone(),
+        status.clone(),
+        AgentOptions::default(),
+        east.clone(),
+    ));
     rt.spawn(run_standby(spec.clone(), status.clone(), west.clone()));
 
     // Steady state first: the standby holds a snapshot.
     std::fs::write(spec.source.join("base"), b"base").expect("write");
-    wait_for("the first snapshot to reach the standby", Duration::from_secs(60), || {
-        status.standby_status("data/forward").is_some_and(|s| s.applied.is_some())
-    });
+    wait_for(
+        "the first snapshot to reach the standby",
+        Duration::from_secs(60),
+        || {
+            status
+                .standby_status("data/forward")
+                .is_some_and(|s| s.applied.is_some())
+        },
+    );
     // Write continuously in eastus: one file per write, named by sequence and time.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -101,7 +126,10 @@ fn failover_loses_at_most_the_measured_rpo() {
             let mut written = Vec::new();
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("time").as_millis();
+                let ms = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .expect("time")
+                    .as_millis();
                 std::fs::write(dir.join(format!("w{i:06}")), format!("{ms}\n")).expect("write");
                 written.push((i, ms));
                 i += 1;
@@ -112,9 +140,14 @@ fn failover_loses_at_most_the_measured_rpo() {
     };
     std::thread::sleep(Duration::from_secs(5));
     // Fail the region: writes and replication stop at the same instant.
-    let lag_at_failure = status.agent_status("data/forward").map_or(f64::NAN, |s| s.lag_seconds);
+    let lag_at_failure = status
+        .agent_status("data/forward")
+        .map_or(f64::NAN, |s| s.lag_seconds);
     eprintln!("status at failure: {}", status.json());
-    let failed_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("time").as_millis();
+    let failed_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("time")
+        .as_millis();
     east.cancel();
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().expect("writer");
@@ -135,8 +168,13 @@ fn failover_loses_at_most_the_measured_rpo() {
         .expect("standby dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
         .collect();
-    let lost: Vec<&(u64, u128)> = written.iter().filter(|(i, _)| !have.contains(&format!("w{i:06}"))).collect();
-    let oldest_lost_age = lost.first().map_or(0.0, |(_, ms)| (failed_at.saturating_sub(*ms)) as f64 / 1000.0);
+    let lost: Vec<&(u64, u128)> = written
+        .iter()
+        .filter(|(i, _)| !have.contains(&format!("w{i:06}")))
+        .collect();
+    let oldest_lost_age = lost.first().map_or(0.0, |(_, ms)| {
+        (failed_at.saturating_sub(*ms)) as f64 / 1000.0
+    });
     eprintln!(
         "FAILOVER REPORT: {} writes, {} lost; oldest lost write {:.2}s before the failure; measured lag at failure {:.2}s; activation took {:.3}s (data age {:?}s)",
         written.len(),
@@ -147,27 +185,40 @@ fn failover_loses_at_most_the_measured_rpo() {
         rep.data_age_seconds
     );
     // Whatever was lost was written within the measured lag (plus the 100ms status tick).
-    assert!(oldest_lost_age <= lag_at_failure + 0.25, "lost {oldest_lost_age}s > lag {lag_at_failure}s");
+    assert!(
+        oldest_lost_age <= lag_at_failure + 0.25,
+        "lost {oldest_lost_age}s > lag {lag_at_failure}s"
+    );
     // Lost writes are a suffix: the standby never has a hole.
     if let Some((first_lost, _)) = lost.first() {
         assert!(lost.iter().all(|(i, _)| i >= first_lost));
         assert_eq!(lost.len() as u64, written.len() as u64 - first_lost);
     }
-    assert!(lag_at_failure < 2.0 * 1.0 + 1.5, "lag {lag_at_failure}s with a 1s interval");
+    assert!(
+        lag_at_failure < 2.0 * 1.0 + 1.5,
+        "lag {lag_at_failure}s with a 1s interval"
+    );
     assert!(activation < Duration::from_secs(5));
 }
 
 #[test]
 fn retention_keeps_what_kept_snapshots_need() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = config(tmp.path(), "[volume.volumes.data.retention]\nkeep_last = 2\n");
+    let cfg = config(
+        tmp.path(),
+        "[volume.volumes.data.retention]\nkeep_last = 2\n",
+    );
     let spec = spec(&cfg);
     let rt = rt();
     let repo = Repo::open(&spec, rt.handle().clone(), None, true).expect("open");
     let cancel = CancellationToken::new();
     let mut manifests = Vec::new();
     for i in 0..4 {
-        std::fs::write(spec.source.join(format!("f{i}")), vec![i as u8; 200_000 + i * 1000]).expect("write");
+        std::fs::write(
+            spec.source.join(format!("f{i}")),
+            vec![i as u8; 200_000 + i * 1000],
+        )
+        .expect("write");
         if i == 2 {
             std::fs::remove_file(spec.source.join("f0")).expect("rm");
         }

@@ -50,7 +50,7 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_run_resumes() {
     for i in 0..6 {
         random_file(&spec.source.join(format!("big-{i}")), 32, i + 1);
     }
-    let total: u64 = 6 * 32 << 20;
+    let total: u64 = (6 * 32) << 20;
     let cfg_path = tmp.path().join("tandem.toml");
     std::fs::write(&cfg_path, cfg_text(tmp.path())).expect("config");
     let agent = env!("CARGO_BIN_EXE_tandem-volume-test-agent");
@@ -63,7 +63,9 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_run_resumes() {
         .spawn()
         .expect("spawn agent");
     // Kill it once a few packs have landed, well before the snapshot can finish.
-    wait_for("packs to be uploaded", Duration::from_secs(60), || pack_count(&repo_dir) >= 4);
+    wait_for("packs to be uploaded", Duration::from_secs(60), || {
+        pack_count(&repo_dir) >= 4
+    });
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let packs_before = pack_count(&repo_dir);
@@ -71,12 +73,20 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_run_resumes() {
 
     let rt = rt();
     let repo = Repo::open(&spec, rt.handle().clone(), None, false).expect("open after kill");
-    assert!(repo.snapshots().expect("list").is_empty(), "a partial snapshot is visible");
+    assert!(
+        repo.snapshots().expect("list").is_empty(),
+        "a partial snapshot is visible"
+    );
     let check = repo.check(false).expect("check");
     assert!(check.ok, "{check:?}");
     if let Some(restic) = restic() {
         let o = Command::new(restic)
-            .args(["--no-cache", "-r", repo_dir.to_str().expect("utf8"), "check"])
+            .args([
+                "--no-cache",
+                "-r",
+                repo_dir.to_str().expect("utf8"),
+                "check",
+            ])
             .env("RESTIC_PASSWORD", PASSWORD)
             .output()
             .expect("restic");
@@ -85,13 +95,24 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_run_resumes() {
     }
 
     // The next run completes and adopts the packs that arrived instead of sending them again.
-    let out = take_snapshot(&repo, &spec, &SnapshotFlags::default(), &CancellationToken::new())
-        .expect("next run");
+    let out = take_snapshot(
+        &repo,
+        &spec,
+        &SnapshotFlags::default(),
+        &CancellationToken::new(),
+    )
+    .expect("next run");
     assert!(out.resumed, "{out:?}");
     assert!(out.snapshot.is_some());
-    eprintln!("second run uploaded {} of {} bytes", out.uploaded_bytes, total);
-    assert!(out.uploaded_bytes + (packs_before as u64 - 1) * (3 << 20) < total + (1 << 20),
-        "re-sent data: uploaded {} with {packs_before} packs already there", out.uploaded_bytes);
+    eprintln!(
+        "second run uploaded {} of {} bytes",
+        out.uploaded_bytes, total
+    );
+    assert!(
+        out.uploaded_bytes + (packs_before as u64 - 1) * (3 << 20) < total + (1 << 20),
+        "re-sent data: uploaded {} with {packs_before} packs already there",
+        out.uploaded_bytes
+    );
     let target = tmp.path().join("restored");
     repo.restore(&RestoreRequest {
         snapshot: SnapshotSel::Latest,
@@ -132,11 +153,21 @@ fn full_disk_gives_a_clear_error_and_no_corrupt_state() {
     let mnt = tmp.path().join("westus");
     std::fs::create_dir_all(&mnt).expect("mkdir");
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt.to_str().expect("utf8")])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=6m",
+            "tmpfs",
+            mnt.to_str().expect("utf8"),
+        ])
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        assert!(std::env::var("TANDEM_CI").as_deref() != Ok("1"), "cannot mount a tmpfs (needs root)");
+        assert!(
+            std::env::var("TANDEM_CI").as_deref() != Ok("1"),
+            "cannot mount a tmpfs (needs root)"
+        );
         eprintln!("SKIP: cannot mount a tmpfs (needs root)");
         return;
     }
@@ -159,17 +190,27 @@ fn full_disk_gives_a_clear_error_and_no_corrupt_state() {
         .expect_err("the disk is full");
     let msg = err.to_string();
     eprintln!("full disk error: {msg}");
-    assert!(msg.contains("No space left") && msg.contains("full"), "{msg}");
-    assert_eq!(repo.snapshots().expect("list").len(), 1, "no partial snapshot");
+    assert!(
+        msg.contains("No space left") && msg.contains("full"),
+        "{msg}"
+    );
+    assert_eq!(
+        repo.snapshots().expect("list").len(),
+        1,
+        "no partial snapshot"
+    );
     assert!(repo.check(false).expect("check").ok);
 
     // Grow the disk: the next attempt completes.
-    assert!(Command::new("mount")
-        .args(["-o", "remount,size=64m", mnt.to_str().expect("utf8")])
-        .status()
-        .expect("remount")
-        .success());
-    let out = take_snapshot(&repo, &spec, &SnapshotFlags::default(), &cancel).expect("after growing");
+    assert!(
+        Command::new("mount")
+            .args(["-o", "remount,size=64m", mnt.to_str().expect("utf8")])
+            .status()
+            .expect("remount")
+            .success()
+    );
+    let out =
+        take_snapshot(&repo, &spec, &SnapshotFlags::default(), &cancel).expect("after growing");
     assert!(out.snapshot.is_some() && out.resumed);
     assert!(repo.check(true).expect("check").ok);
 }
@@ -190,19 +231,34 @@ fn unreachable_repository_reports_and_recovers() {
 
     let status = Arc::new(Status::new());
     let cancel = CancellationToken::new();
-    let agent = rt.spawn(run_agent(spec.clone(), status.clone(), AgentOptions::default(), cancel.clone()));
-    wait_for("the agent to report the error", Duration::from_secs(10), || {
-        status.agent_status("data/forward").is_some_and(|s| s.state == "retrying" && s.last_error.is_some())
-    });
+    let agent = rt.spawn(run_agent(
+        spec.clone(),
+        status.clone(),
+        AgentOptions::default(),
+        cancel.clone(),
+    ));
+    wait_for(
+        "the agent to report the error",
+        Duration::from_secs(10),
+        || {
+            status
+                .agent_status("data/forward")
+                .is_some_and(|s| s.state == "retrying" && s.last_error.is_some())
+        },
+    );
     // The lag keeps growing while the repository is unreachable (updated at each retry).
     wait_for("the lag to grow", Duration::from_secs(10), || {
-        status.agent_status("data/forward").is_some_and(|s| s.lag_seconds >= 1.0)
+        status
+            .agent_status("data/forward")
+            .is_some_and(|s| s.lag_seconds >= 1.0)
     });
     // The link comes back.
     std::fs::remove_file(tmp.path().join("westus")).expect("rm");
     let t0 = Instant::now();
     wait_for("a snapshot after recovery", Duration::from_secs(60), || {
-        status.agent_status("data/forward").is_some_and(|s| s.snapshots >= 1)
+        status
+            .agent_status("data/forward")
+            .is_some_and(|s| s.snapshots >= 1)
     });
     eprintln!("recovered in {:?}", t0.elapsed());
     cancel.cancel();

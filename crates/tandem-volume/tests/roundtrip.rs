@@ -54,7 +54,11 @@ fn snapshot_restore_and_changes_round_trip() {
     let second = take_snapshot(&repo, &spec, &flags, &cancel).expect("snapshot");
     let s2 = second.snapshot.clone().expect("second snapshot");
     // Deduplication: the big and sparse files were not uploaded again.
-    assert!(second.uploaded_bytes < 200_000, "uploaded {}", second.uploaded_bytes);
+    assert!(
+        second.uploaded_bytes < 200_000,
+        "uploaded {}",
+        second.uploaded_bytes
+    );
     let m2 = manifest(&spec.source);
 
     let out = tmp.path().join("restore-latest");
@@ -87,7 +91,10 @@ fn snapshot_restore_and_changes_round_trip() {
         dry_run: false,
     })
     .expect("restore path");
-    assert_eq!(std::fs::read(one.join("renamed.txt")).expect("read"), b"deep");
+    assert_eq!(
+        std::fs::read(one.join("renamed.txt")).expect("read"),
+        b"deep"
+    );
 
     let check = repo.check(true).expect("check");
     assert!(check.ok, "{check:?}");
@@ -103,8 +110,13 @@ fn restic_lists_checks_and_restores_a_tandem_snapshot() {
     populate(&spec.source);
     let rt = rt();
     let repo = Repo::open(&spec, rt.handle().clone(), None, true).expect("open");
-    let out = take_snapshot(&repo, &spec, &SnapshotFlags::default(), &CancellationToken::new())
-        .expect("snapshot");
+    let out = take_snapshot(
+        &repo,
+        &spec,
+        &SnapshotFlags::default(),
+        &CancellationToken::new(),
+    )
+    .expect("snapshot");
     let snap = out.snapshot.expect("written");
     let repo_dir = &spec.repository.location;
     let run = |args: &[&str]| {
@@ -129,6 +141,11 @@ fn restic_lists_checks_and_restores_a_tandem_snapshot() {
     let check = run(&["check", "--read-data"]);
     assert!(check.contains("no errors were found"), "{check}");
     let target = tmp.path().join("restic-restore");
-    run(&["restore", &snap.short_id, "--target", target.to_str().expect("utf8")]);
+    run(&[
+        "restore",
+        &snap.short_id,
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
     assert_eq!(manifest(&target), manifest(&spec.source));
 }

@@ -37,9 +37,10 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         let s = spec.clone();
         let h = tokio::runtime::Handle::current();
-        let repo = tokio::task::spawn_blocking(move || tandem_volume::Repo::open(&s, h, None, true))
-            .await
-            .map_err(|e| tandem_volume::VolumeError::Internal(e.to_string()))??;
+        let repo =
+            tokio::task::spawn_blocking(move || tandem_volume::Repo::open(&s, h, None, true))
+                .await
+                .map_err(|e| tandem_volume::VolumeError::Internal(e.to_string()))??;
         eprintln!("snapshot starting");
         tandem_volume::snapshot::snapshot_with_hooks(
             Arc::new(repo),

@@ -59,10 +59,15 @@ pub fn populate(dir: &Path) {
     std::fs::write(dir.join("a/b/c/deep.txt"), b"deep").expect("write");
     std::fs::write(dir.join("zero"), b"").expect("write");
     for i in 0..50 {
-        std::fs::write(dir.join(format!("a/small-{i}")), format!("file {i}\n").repeat(i + 1))
-            .expect("write");
+        std::fs::write(
+            dir.join(format!("a/small-{i}")),
+            format!("file {i}\n").repeat(i + 1),
+        )
+        .expect("write");
     }
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(dir.join("a/big.bin"), &big).expect("write");
     let f = std::fs::File::create(dir.join("sparse.img")).expect("create");
     f.set_len(64 * 1024 * 1024).expect("sparse");
@@ -100,7 +105,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let m = std::fs::symlink_metadata(&p).expect("lstat");
         let mode = m.mode() & 0o7777;
         let desc = if m.file_type().is_symlink() {
-            format!("link -> {}", std::fs::read_link(&p).expect("readlink").display())
+            format!(
+                "link -> {}",
+                std::fs::read_link(&p).expect("readlink").display()
+            )
         } else if m.is_dir() {
             walk(root, &p, out);
             format!("dir {mode:o}")

@@ -185,7 +185,10 @@ impl ProgressSink for Printer {
         {
             *l = (title.to_string(), Instant::now());
             match self.total.lock().ok().and_then(|t| *t) {
-                Some(t) if t > 0 => eprintln!("  {title}: {done}/{t} ({:.0}%)", done as f64 * 100.0 / t as f64),
+                Some(t) if t > 0 => eprintln!(
+                    "  {title}: {done}/{t} ({:.0}%)",
+                    done as f64 * 100.0 / t as f64
+                ),
                 _ => eprintln!("  {title}: {done}"),
             }
         }
@@ -292,7 +295,10 @@ fn selected(cfg: &VolumeConfig, sel: &Select, standby: bool) -> anyhow::Result<V
 
 impl PartialEq for Dir {
     fn eq(&self, other: &Self) -> bool {
-        matches!((self, other), (Dir::Forward, Dir::Forward) | (Dir::Reverse, Dir::Reverse))
+        matches!(
+            (self, other),
+            (Dir::Forward, Dir::Forward) | (Dir::Reverse, Dir::Reverse)
+        )
     }
 }
 
@@ -320,7 +326,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         Cmd::Standby { sel } => {
             let standbys = selected(&cfg, &sel, true)?;
             if standbys.is_empty() {
-                bail!("no volume with a standby matches (check --volume, --region and --direction)");
+                bail!(
+                    "no volume with a standby matches (check --volume, --region and --direction)"
+                );
             }
             serve(&rt, Vec::new(), standbys, false)
         }
@@ -346,7 +354,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             let out = rt.block_on(tandem_volume::snapshot::snapshot_with_hooks(
                 repo,
                 s,
-                SnapshotFlags { ignore_fence: force },
+                SnapshotFlags {
+                    ignore_fence: force,
+                },
                 cancel,
             ))?;
             print(json, &out, |o| match &o.snapshot {
@@ -360,7 +370,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                     if o.changed_during_read.is_empty() {
                         String::new()
                     } else {
-                        format!("; {} files changed while read (snapshot again)", o.changed_during_read.len())
+                        format!(
+                            "; {} files changed while read (snapshot again)",
+                            o.changed_during_read.len()
+                        )
                     }
                 ),
                 None => println!("nothing changed since the last snapshot"),
@@ -372,7 +385,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             let repo = open(&s, &rt, false)?;
             let snaps = repo.snapshots()?;
             print(json, &snaps, |v| {
-                println!("{:<10} {:<26} {:<10} {:>8} {:>14}  tags", "id", "time", "host", "files", "bytes");
+                println!(
+                    "{:<10} {:<26} {:<10} {:>8} {:>14}  tags",
+                    "id", "time", "host", "files", "bytes"
+                );
                 for s in v {
                     println!(
                         "{:<10} {:<26} {:<10} {:>8} {:>14}  {}",
@@ -438,9 +454,15 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                     r.dir,
                     r.seconds,
                     r.data_age_seconds
-                        .map(|a| format!("; data is {a:.1}s older than now (the RPO at activation)"))
+                        .map(|a| format!(
+                            "; data is {a:.1}s older than now (the RPO at activation)"
+                        ))
                         .unwrap_or_default(),
-                    if r.fenced { "; the old primary is fenced" } else { "" }
+                    if r.fenced {
+                        "; the old primary is fenced"
+                    } else {
+                        ""
+                    }
                 );
                 for n in &r.notes {
                     println!("note: {n}");
@@ -458,7 +480,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             let rep = repo.check(read_data)?;
             print(json, &rep, |r| {
                 if r.ok {
-                    println!("repository ok: {} snapshots ({:.1}s)", r.snapshots, r.seconds);
+                    println!(
+                        "repository ok: {} snapshots ({:.1}s)",
+                        r.snapshots, r.seconds
+                    );
                 } else {
                     println!("repository has problems:");
                     for p in &r.problems {
@@ -466,7 +491,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
             });
-            Ok(if rep.ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            Ok(if rep.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         Cmd::Prune { volume, direction } => {
             let s = spec(&cfg, &volume, direction)?;
