@@ -36,6 +36,8 @@
 #![forbid(unsafe_code)]
 
 mod sqli;
+#[cfg(test)]
+mod testfiles;
 mod xss;
 
 /// A libinjection SQLi fingerprint: up to five token-type characters, e.g. `s&1c`.

@@ -118,6 +118,8 @@ impl Flags {
 struct Token {
     pos: usize,
     len: usize,
+    /// For variables, the number of leading `@` (only used to print tokens).
+    count: u8,
     ty: u8,
     str_open: u8,
     str_close: u8,
@@ -128,6 +130,7 @@ impl Token {
     const EMPTY: Token = Token {
         pos: 0,
         len: 0,
+        count: 0,
         ty: T_NONE,
         str_open: 0,
         str_close: 0,
@@ -623,6 +626,9 @@ fn parse_var(s: &[u8], pos: usize, t: &mut Token) -> usize {
     let mut pos = pos + 1;
     if pos < slen && s[pos] == b'@' {
         pos += 1;
+        t.count = 2;
+    } else {
+        t.count = 1;
     }
     if pos < slen {
         if s[pos] == b'`' {
@@ -1296,34 +1302,51 @@ pub(crate) fn detect(input: &[u8]) -> Option<Fingerprint> {
     None
 }
 
-/// Test and debugging access to the stages: tokens of one context, and the folded
-/// fingerprint of one context.
+/// Test access to the stages, printing tokens the way libinjection's `testdriver.c` does.
 #[cfg(test)]
 pub(crate) mod debug {
     use super::*;
 
-    /// Context names as in libinjection's test files.
-    pub(crate) fn flags(quote: u8, mysql: bool) -> Flags {
-        Flags { quote, mysql }
+    fn print(t: &Token, out: &mut Vec<u8>) {
+        out.push(t.ty);
+        out.push(b' ');
+        if t.ty == T_VARIABLE {
+            for _ in 0..t.count.min(2) {
+                out.push(b'@');
+            }
+        }
+        let quoted = t.ty == T_STRING || t.ty == T_VARIABLE;
+        if quoted && t.str_open != 0 {
+            out.push(t.str_open);
+        }
+        // printf("%s", val): up to the first NUL.
+        out.extend(t.val.iter().take_while(|&&b| b != 0));
+        if quoted && t.str_close != 0 {
+            out.push(t.str_close);
+        }
+        out.push(b'\n');
     }
 
-    /// All tokens of the input in one context (libinjection's "tokens" test mode), as
-    /// `(type, value)`.
-    pub(crate) fn tokens(input: &[u8], flags: Flags) -> Vec<(u8, Vec<u8>)> {
-        let mut tz = Tokenizer::new(input, flags);
+    /// All tokens in the ANSI, no-quote context (testdriver's "tokens" mode).
+    pub(crate) fn tokens(input: &[u8]) -> Vec<u8> {
+        let mut tz = Tokenizer::new(input, Flags::NONE_ANSI);
         let mut t = Token::EMPTY;
         let mut out = Vec::new();
         while tz.next(&mut t) {
-            out.push((t.ty, t.value().to_vec()));
+            print(&t, &mut out);
         }
         out
     }
 
-    /// The folded tokens of one context (libinjection's "folding" test mode).
-    pub(crate) fn folded(input: &[u8], flags: Flags) -> Vec<(u8, Vec<u8>)> {
-        let mut st = State::new(input, flags);
-        st.fingerprint();
-        st.tokens[..st.fp_len].iter().map(|t| (t.ty, t.value().to_vec())).collect()
+    /// The folded tokens in the ANSI, no-quote context (testdriver's "folding" mode).
+    pub(crate) fn folded(input: &[u8]) -> Vec<u8> {
+        let mut st = State::new(input, Flags::NONE_ANSI);
+        let n = st.fold();
+        let mut out = Vec::new();
+        for t in &st.tokens[..n] {
+            print(t, &mut out);
+        }
+        out
     }
 }
 
@@ -1360,6 +1383,6 @@ mod tests {
 
     #[test]
     fn unterminated_string_at_end() {
-        assert_eq!(debug::tokens(b"'", Flags::NONE_ANSI), vec![(T_STRING, b"".to_vec())]);
+        assert_eq!(debug::tokens(b"'"), b"s '\n");
     }
 }
