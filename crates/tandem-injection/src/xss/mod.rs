@@ -282,7 +282,8 @@ fn is_black_tag(name: &[u8]) -> bool {
     if name.len() < 3 {
         return false;
     }
-    if BLACK_TAG.iter().any(|t| eq_with_null(t, name, name.len())) {
+    let has_nul = name.contains(&0);
+    if BLACK_TAG.iter().any(|t| same_name(t, name, has_nul)) {
         return true;
     }
     let p = |i: usize| name[i].to_ascii_lowercase();
@@ -302,11 +303,24 @@ fn is_black_attr(name: &[u8], window: &[u8]) -> Attr {
     if len >= 5 && (eq_with_null(b"XMLNS", name, 5) || eq_with_null(b"XLINK", name, 5)) {
         return Attr::Black;
     }
+    let has_nul = name.contains(&0);
     BLACK_ATTR
         .iter()
-        .find(|(attr, _)| eq_with_null(attr, name, len))
+        .find(|(attr, _)| same_name(attr, name, has_nul))
         .map_or(Attr::None, |&(_, kind)| kind)
 }
+
+/// `cstrcasecmp_with_null(upper, name, len) == 0`. Names without NUL (nearly all) take
+/// the fast path: equal length, then a case-insensitive compare.
+fn same_name(upper: &[u8], name: &[u8], has_nul: bool) -> bool {
+    if has_nul {
+        eq_with_null(upper, name, name.len())
+    } else {
+        upper.len() == name.len() && upper.eq_ignore_ascii_case(name)
+    }
+}
+
+
 
 /// `is_black_url`: after leading white space, control and non-ASCII bytes, does the value
 /// start with `data`, `view-source`, `java` or `vbscript` (entity-decoded).
