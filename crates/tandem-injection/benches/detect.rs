@@ -1,6 +1,8 @@
 //! ns/call of the detectors on typical request arguments, benign and hostile.
 //! `cargo bench -p tandem-injection --bench detect`
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -29,7 +31,10 @@ sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit 
 
 const SQLI: &[(&str, &[u8])] = &[
     ("sqli_tautology", b"1' OR '1'='1"),
-    ("sqli_union", b"-1 UNION ALL SELECT username, password FROM users--"),
+    (
+        "sqli_union",
+        b"-1 UNION ALL SELECT username, password FROM users--",
+    ),
     ("sqli_time", b"foo')waitfor delay'5:0:20'--"),
 ];
 
@@ -44,7 +49,9 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("sqli/{name}"), |b| {
             b.iter(|| tandem_injection::detect_sqli(black_box(input)))
         });
-        c.bench_function(&format!("xss/{name}"), |b| b.iter(|| tandem_injection::detect_xss(black_box(input))));
+        c.bench_function(&format!("xss/{name}"), |b| {
+            b.iter(|| tandem_injection::detect_xss(black_box(input)))
+        });
     }
 }
 

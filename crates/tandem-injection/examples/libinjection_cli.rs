@@ -9,7 +9,9 @@ use std::io::{BufRead, BufWriter, Write};
 fn unhex(line: &str) -> Vec<u8> {
     let b = line.as_bytes();
     let val = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-    b.chunks_exact(2).map(|p| val(p[0]) * 16 + val(p[1])).collect()
+    b.chunks_exact(2)
+        .map(|p| val(p[0]) * 16 + val(p[1]))
+        .collect()
 }
 
 fn main() -> std::io::Result<()> {

@@ -91,7 +91,12 @@ mod tests {
 
     #[test]
     fn basic_sqli() {
-        assert_eq!(detect_sqli(b"1' OR '1'='1").map(|f| f.to_string()).as_deref(), Some("s&sos"));
+        assert_eq!(
+            detect_sqli(b"1' OR '1'='1")
+                .map(|f| f.to_string())
+                .as_deref(),
+            Some("s&sos")
+        );
         assert_eq!(detect_sqli(b"hello world"), None);
         assert_eq!(detect_sqli(b""), None);
     }

@@ -15,7 +15,10 @@ fn dir() -> PathBuf {
 }
 
 fn rtrim(b: &[u8]) -> &[u8] {
-    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\n' | b'\t' | b'\r')).map_or(0, |p| p + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\n' | b'\t' | b'\r'))
+        .map_or(0, |p| p + 1);
     &b[..end]
 }
 
@@ -25,7 +28,10 @@ fn parse(text: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let rest = s.strip_prefix("--TEST--\n")?;
     let (_, rest) = rest.split_once("--INPUT--\n")?;
     let (input, expected) = rest.split_once("--EXPECTED--\n")?;
-    Some((rtrim(input.as_bytes()).to_vec(), rtrim(expected.as_bytes()).to_vec()))
+    Some((
+        rtrim(input.as_bytes()).to_vec(),
+        rtrim(expected.as_bytes()).to_vec(),
+    ))
 }
 
 fn run(name: &str, input: &[u8]) -> Vec<u8> {
@@ -34,7 +40,9 @@ fn run(name: &str, input: &[u8]) -> Vec<u8> {
     } else if name.starts_with("test-folding-") {
         crate::sqli::debug::folded(input)
     } else if name.starts_with("test-sqli-") {
-        crate::detect_sqli(input).map(|f| f.as_str().as_bytes().to_vec()).unwrap_or_default()
+        crate::detect_sqli(input)
+            .map(|f| f.as_str().as_bytes().to_vec())
+            .unwrap_or_default()
     } else if name.starts_with("test-html5-") {
         crate::xss::html5::tokens(input)
     } else {

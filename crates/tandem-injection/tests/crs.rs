@@ -15,7 +15,11 @@ fn hex(b: u8) -> Option<u8> {
 /// Maps a decoded code point to a byte as ModSecurity does: full-width ASCII to ASCII,
 /// anything else to its low byte.
 fn unicode_byte(c: u32) -> u8 {
-    if (0xff01..=0xff5e).contains(&c) { (c - 0xfee0) as u8 } else { (c & 0xff) as u8 }
+    if (0xff01..=0xff5e).contains(&c) {
+        (c - 0xfee0) as u8
+    } else {
+        (c & 0xff) as u8
+    }
 }
 
 fn url_decode_uni(s: &[u8]) -> Vec<u8> {
@@ -61,8 +65,15 @@ fn html_entity_decode(s: &[u8]) -> Vec<u8> {
         if s[i] == b'&' {
             let rest = &s[i + 1..];
             if rest.first() == Some(&b'#') {
-                let (radix, start) = if matches!(rest.get(1), Some(b'x' | b'X')) { (16, 2) } else { (10, 1) };
-                let n = rest[start..].iter().take_while(|&&b| (b as char).is_digit(radix)).count();
+                let (radix, start) = if matches!(rest.get(1), Some(b'x' | b'X')) {
+                    (16, 2)
+                } else {
+                    (10, 1)
+                };
+                let n = rest[start..]
+                    .iter()
+                    .take_while(|&&b| (b as char).is_digit(radix))
+                    .count();
                 if n > 0 {
                     let digits = std::str::from_utf8(&rest[start..start + n]).unwrap_or("0");
                     let c = u32::from_str_radix(digits, radix).unwrap_or(0);
@@ -74,8 +85,16 @@ fn html_entity_decode(s: &[u8]) -> Vec<u8> {
                     continue;
                 }
             } else {
-                for (name, val) in [("quot", b'"'), ("amp", b'&'), ("lt", b'<'), ("gt", b'>'), ("nbsp", 0xa0)] {
-                    if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name.as_bytes()) {
+                for (name, val) in [
+                    ("quot", b'"'),
+                    ("amp", b'&'),
+                    ("lt", b'<'),
+                    ("gt", b'>'),
+                    ("nbsp", 0xa0),
+                ] {
+                    if rest.len() >= name.len()
+                        && rest[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                    {
                         out.push(val);
                         i += 1 + name.len();
                         if s.get(i) == Some(&b';') {
@@ -98,13 +117,22 @@ fn js_decode(s: &[u8]) -> Vec<u8> {
     while i < s.len() {
         if s[i] == b'\\' && i + 1 < s.len() {
             let n = s[i + 1];
-            if (n | 0x20) == b'u' && i + 5 < s.len() && s[i + 2..i + 6].iter().all(|&b| hex(b).is_some()) {
-                let c = s[i + 2..i + 6].iter().fold(0u32, |v, &b| v * 16 + u32::from(hex(b).unwrap_or(0)));
+            if (n | 0x20) == b'u'
+                && i + 5 < s.len()
+                && s[i + 2..i + 6].iter().all(|&b| hex(b).is_some())
+            {
+                let c = s[i + 2..i + 6]
+                    .iter()
+                    .fold(0u32, |v, &b| v * 16 + u32::from(hex(b).unwrap_or(0)));
                 out.push(unicode_byte(c));
                 i += 6;
                 continue;
             }
-            if (n | 0x20) == b'x' && i + 3 < s.len() && hex(s[i + 2]).is_some() && hex(s[i + 3]).is_some() {
+            if (n | 0x20) == b'x'
+                && i + 3 < s.len()
+                && hex(s[i + 2]).is_some()
+                && hex(s[i + 3]).is_some()
+            {
                 out.push(hex(s[i + 2]).unwrap_or(0) * 16 + hex(s[i + 3]).unwrap_or(0));
                 i += 4;
                 continue;
@@ -133,9 +161,15 @@ fn css_decode(s: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < s.len() {
         if s[i] == b'\\' && i + 1 < s.len() {
-            let n = s[i + 1..].iter().take(6).take_while(|&&b| hex(b).is_some()).count();
+            let n = s[i + 1..]
+                .iter()
+                .take(6)
+                .take_while(|&&b| hex(b).is_some())
+                .count();
             if n > 0 {
-                let c = s[i + 1..i + 1 + n].iter().fold(0u32, |v, &b| v * 16 + u32::from(hex(b).unwrap_or(0)));
+                let c = s[i + 1..i + 1 + n]
+                    .iter()
+                    .fold(0u32, |v, &b| v * 16 + u32::from(hex(b).unwrap_or(0)));
                 out.push(unicode_byte(c));
                 i += 1 + n;
                 if s.get(i) == Some(&b' ') {
@@ -184,22 +218,32 @@ fn fires(rule: u32, value: &[u8]) -> bool {
     match rule {
         // t:none,t:utf8toUnicode,t:urlDecodeUni,t:htmlEntityDecode,t:jsDecode,t:cssDecode,t:removeNulls
         941100 | 941101 => {
-            let v = remove_nulls(&css_decode(&js_decode(&html_entity_decode(&url_decode_uni(value)))));
+            let v = remove_nulls(&css_decode(&js_decode(&html_entity_decode(
+                &url_decode_uni(value),
+            ))));
             tandem_injection::detect_xss(&v)
         }
         // t:none,t:utf8toUnicode,t:urlDecodeUni,t:removeNulls
-        942100 | 942101 => tandem_injection::detect_sqli(&remove_nulls(&url_decode_uni(value))).is_some(),
+        942100 | 942101 => {
+            tandem_injection::detect_sqli(&remove_nulls(&url_decode_uni(value))).is_some()
+        }
         _ => panic!("unexpected rule {rule}"),
     }
 }
 
 #[test]
 fn crs_libinjection_rules() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/crs-cases.txt"))
-        .expect("tests/data/crs-cases.txt");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/crs-cases.txt"
+    ))
+    .expect("tests/data/crs-cases.txt");
     // (rule, test) -> (expected, fired)
     let mut tests: std::collections::BTreeMap<(u32, u32), (bool, bool)> = Default::default();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let f: Vec<&str> = line.splitn(5, '\t').collect();
         assert_eq!(f.len(), 5, "malformed line {line:?}");
         let rule: u32 = f[0].parse().expect("rule id");
@@ -216,7 +260,11 @@ fn crs_libinjection_rules() {
         println!("CRS {rule}: {passed}/{} tests pass", of_rule.len());
         for ((r, t), (e, f)) in of_rule {
             if e != f {
-                failed.push(format!("{r}-{t}: expected {}, detection {}", if *e { "match" } else { "no match" }, f));
+                failed.push(format!(
+                    "{r}-{t}: expected {}, detection {}",
+                    if *e { "match" } else { "no match" },
+                    f
+                ));
             }
         }
     }

@@ -14,12 +14,13 @@ fn unescape(s: &str) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if b[i + 1] == b'x' && i + 3 < b.len() {
-                if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
+            if b[i + 1] == b'x'
+                && i + 3 < b.len()
+                && let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16)
+            {
+                out.push(v);
+                i += 4;
+                continue;
             }
         }
         out.push(b[i]);
@@ -30,11 +31,17 @@ fn unescape(s: &str) -> Vec<u8> {
 
 #[test]
 fn matches_libinjection_3_9_2() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/differential.txt"))
-        .expect("tests/data/differential.txt");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/differential.txt"
+    ))
+    .expect("tests/data/differential.txt");
     let (mut total, mut sqli, mut xss) = (0usize, 0usize, 0usize);
     let mut failures = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (expected, input) = line.split_once('\t').expect("expected<TAB>input");
         let input = unescape(input);
         let got_sqli = tandem_injection::detect_sqli(&input);
@@ -50,7 +57,15 @@ fn matches_libinjection_3_9_2() {
             failures.push(format!("{input:?}: got {got}, libinjection {expected}"));
         }
     }
-    println!("differential: {total} inputs ({sqli} SQLi, {xss} XSS), {} differ", failures.len());
+    println!(
+        "differential: {total} inputs ({sqli} SQLi, {xss} XSS), {} differ",
+        failures.len()
+    );
     assert!(total > 20_000);
-    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures[..failures.len().min(50)].join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differ:\n{}",
+        failures.len(),
+        failures[..failures.len().min(50)].join("\n")
+    );
 }

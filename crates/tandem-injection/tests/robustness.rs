@@ -5,11 +5,70 @@ use proptest::prelude::*;
 use std::time::{Duration, Instant};
 
 const FRAGMENTS: &[&[u8]] = &[
-    b"'", b"\"", b"`", b" ", b"\0", b"\xa0", b"\xff", b"(", b")", b",", b";", b".", b"-", b"--", b"#", b"/*",
-    b"*/", b"/*!", b"\\", b"@@", b"$", b"$$", b"$a$", b"{", b"}", b"[", b"]", b"::", b"<=>", b"||", b"1", b"0x",
-    b"1.e", b"x'", b"q'[", b"N'", b"E'", b"U&'", b"select", b"union", b"or", b"and", b"not in", b"<", b">", b"</",
-    b"<!--", b"-->", b"<!DOCTYPE", b"<![CDATA[", b"]]>", b"<?", b"<%", b"%>", b"script", b"svg", b"onerror",
-    b"href", b"style", b"=", b"javascript:", b"&#", b"&#x", b";",
+    b"'",
+    b"\"",
+    b"`",
+    b" ",
+    b"\0",
+    b"\xa0",
+    b"\xff",
+    b"(",
+    b")",
+    b",",
+    b";",
+    b".",
+    b"-",
+    b"--",
+    b"#",
+    b"/*",
+    b"*/",
+    b"/*!",
+    b"\\",
+    b"@@",
+    b"$",
+    b"$$",
+    b"$a$",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"::",
+    b"<=>",
+    b"||",
+    b"1",
+    b"0x",
+    b"1.e",
+    b"x'",
+    b"q'[",
+    b"N'",
+    b"E'",
+    b"U&'",
+    b"select",
+    b"union",
+    b"or",
+    b"and",
+    b"not in",
+    b"<",
+    b">",
+    b"</",
+    b"<!--",
+    b"-->",
+    b"<!DOCTYPE",
+    b"<![CDATA[",
+    b"]]>",
+    b"<?",
+    b"<%",
+    b"%>",
+    b"script",
+    b"svg",
+    b"onerror",
+    b"href",
+    b"style",
+    b"=",
+    b"javascript:",
+    b"&#",
+    b"&#x",
+    b";",
 ];
 
 fn soup() -> impl Strategy<Value = Vec<u8>> {
@@ -52,7 +111,12 @@ fn long_inputs_are_linear() {
         let _ = tandem_injection::detect_sqli(&input);
         let _ = tandem_injection::detect_xss(&input);
     }
-    let big: Vec<u8> = FRAGMENTS.concat().into_iter().cycle().take(1 << 20).collect();
+    let big: Vec<u8> = FRAGMENTS
+        .concat()
+        .into_iter()
+        .cycle()
+        .take(1 << 20)
+        .collect();
     let _ = tandem_injection::detect_sqli(&big);
     let _ = tandem_injection::detect_xss(&big);
     assert!(start.elapsed() < budget, "took {:?}", start.elapsed());

@@ -14,6 +14,7 @@
 //!
 //! Everything lives on the stack: a call allocates nothing.
 
+#[rustfmt::skip]
 mod data;
 
 use crate::Fingerprint;
@@ -165,7 +166,9 @@ impl Token {
     }
 
     fn is_arithmetic_op(&self) -> bool {
-        self.ty == T_OPERATOR && self.len == 1 && matches!(self.val[0], b'*' | b'/' | b'-' | b'+' | b'%')
+        self.ty == T_OPERATOR
+            && self.len == 1
+            && matches!(self.val[0], b'*' | b'/' | b'-' | b'+' | b'%')
     }
 
     fn is_unary_op(&self) -> bool {
@@ -182,7 +185,11 @@ impl Token {
 }
 
 fn eq_upper(value: &[u8], upper: &[u8]) -> bool {
-    value.len() == upper.len() && value.iter().zip(upper).all(|(&v, &u)| v.to_ascii_uppercase() == u)
+    value.len() == upper.len()
+        && value
+            .iter()
+            .zip(upper)
+            .all(|(&v, &u)| v.to_ascii_uppercase() == u)
 }
 
 /// Keyword lookup (libinjection's `bsearch_keyword_type` for words): the token type of
@@ -221,7 +228,9 @@ fn is_fingerprint(fp: &[u8]) -> bool {
     if fp.is_empty() || fp.len() > MAX_TOKENS {
         return false;
     }
-    let packed = fp.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b.to_ascii_uppercase()));
+    let packed = fp
+        .iter()
+        .fold(0u64, |v, &b| (v << 8) | u64::from(b.to_ascii_uppercase()));
     data::FINGERPRINTS.binary_search(&packed).is_ok()
 }
 
@@ -232,12 +241,16 @@ fn is_white(ch: u8) -> bool {
 
 /// Length of the prefix of `s` made of bytes in `accept` (quirk: NUL always accepted).
 fn span(s: &[u8], accept: &[u8]) -> usize {
-    s.iter().position(|&c| c != 0 && !accept.contains(&c)).unwrap_or(s.len())
+    s.iter()
+        .position(|&c| c != 0 && !accept.contains(&c))
+        .unwrap_or(s.len())
 }
 
 /// Length of the prefix of `s` free of bytes in `reject` (quirk: NUL always rejects).
 fn cspan(s: &[u8], reject: &[u8]) -> usize {
-    s.iter().position(|&c| c == 0 || reject.contains(&c)).unwrap_or(s.len())
+    s.iter()
+        .position(|&c| c == 0 || reject.contains(&c))
+        .unwrap_or(s.len())
 }
 
 /// Index of the first `c0 c1` pair starting at or after `from`.
@@ -245,7 +258,10 @@ fn find2(s: &[u8], from: usize, c0: u8, c1: u8) -> Option<usize> {
     if from >= s.len() {
         return None;
     }
-    s[from..].windows(2).position(|w| w[0] == c0 && w[1] == c1).map(|i| from + i)
+    s[from..]
+        .windows(2)
+        .position(|w| w[0] == c0 && w[1] == c1)
+        .map(|i| from + i)
 }
 
 fn find1(s: &[u8], from: usize, c: u8) -> Option<usize> {
@@ -351,6 +367,7 @@ impl<'a> Tokenizer<'a> {
 
     /// `--` followed by white space or the end is a comment everywhere; followed by
     /// anything else it is a comment in ANSI SQL and two unary minus signs in MySQL.
+    #[allow(clippy::if_same_then_else)] // libinjection's five cases, kept apart
     fn parse_dash(&mut self, pos: usize, t: &mut Token) -> usize {
         let s = self.s;
         let slen = s.len();
@@ -402,10 +419,11 @@ fn parse_slash(s: &[u8], pos: usize, t: &mut Token) -> usize {
     // Nested comment: a "/*" that starts inside, up to and including the "*" of "*/".
     // With no closing "*/", libinjection 3.9.2's pointer arithmetic makes this check
     // find nothing (4.0 made that explicit); the port follows.
-    if let Some(e) = end {
-        if e >= pos + 3 && s[pos + 2..=e].windows(2).any(|w| w == b"/*") {
-            ctype = T_EVIL;
-        }
+    if let Some(e) = end
+        && e >= pos + 3
+        && s[pos + 2..=e].windows(2).any(|w| w == b"/*")
+    {
+        ctype = T_EVIL;
     }
     if ctype == T_COMMENT && pos + 2 < slen && s[pos + 2] == b'!' {
         ctype = T_EVIL;
@@ -616,7 +634,11 @@ fn parse_tick(s: &[u8], pos: usize, t: &mut Token) -> usize {
     let next = parse_string_core(s, pos, t, CHAR_TICK, 1);
     // quirk: looks up the (possibly truncated) token value.
     let ch = lookup_word(t.value());
-    t.ty = if ch == T_FUNCTION { T_FUNCTION } else { T_BAREWORD };
+    t.ty = if ch == T_FUNCTION {
+        T_FUNCTION
+    } else {
+        T_BAREWORD
+    };
     next
 }
 
@@ -671,7 +693,10 @@ fn parse_money(s: &[u8], pos: usize, t: &mut Token) -> usize {
                 }
             };
         }
-        let xlen = span(&s[pos + 1..], b"abcdefghjiklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+        let xlen = span(
+            &s[pos + 1..],
+            b"abcdefghjiklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        );
         if xlen == 0 {
             t.assign_char(T_BAREWORD, pos, b'$');
             return pos + 1;
@@ -762,10 +787,11 @@ fn parse_number(s: &[u8], pos: usize, t: &mut Token) -> usize {
         }
     }
     // Oracle's float/double suffixes: "1.2f", "1fUNION".
-    if pos < slen && matches!(s[pos], b'd' | b'D' | b'f' | b'F') {
-        if pos + 1 == slen || is_white(s[pos + 1]) || s[pos + 1] == b';' || matches!(s[pos + 1], b'u' | b'U') {
-            pos += 1;
-        }
+    if pos < slen
+        && matches!(s[pos], b'd' | b'D' | b'f' | b'F')
+        && (pos + 1 == slen || is_white(s[pos + 1]) || matches!(s[pos + 1], b';' | b'u' | b'U'))
+    {
+        pos += 1;
     }
     if have_e && !have_exp {
         // "1234.e", "10.10E", ".E" are words, not numbers.
@@ -781,7 +807,14 @@ fn parse_number(s: &[u8], pos: usize, t: &mut Token) -> usize {
 fn merge_words(a: &mut Token, b: &Token) -> bool {
     if !matches!(
         a.ty,
-        T_KEYWORD | T_BAREWORD | T_OPERATOR | T_UNION | T_FUNCTION | T_EXPRESSION | T_TSQL | T_SQLTYPE
+        T_KEYWORD
+            | T_BAREWORD
+            | T_OPERATOR
+            | T_UNION
+            | T_FUNCTION
+            | T_EXPRESSION
+            | T_TSQL
+            | T_SQLTYPE
     ) {
         return false;
     }
@@ -852,7 +885,10 @@ impl<'a> State<'a> {
     }
 
     /// `libinjection_sqli_fold`: reduce the token stream to at most five tokens.
-    #[allow(clippy::cognitive_complexity)]
+    ///
+    /// The chain of rules mirrors libinjection's one for one, in its order, so the two can
+    /// be audited side by side; hence rules with identical bodies are not merged.
+    #[allow(clippy::if_same_then_else, clippy::blocks_in_conditions)]
     fn fold(&mut self) -> usize {
         let mut last_comment = Token::EMPTY;
         let mut pos: usize = 0;
@@ -863,7 +899,8 @@ impl<'a> State<'a> {
         while more {
             more = self.tz.next(&mut self.tokens[0]);
             let t = &self.tokens[0];
-            if !(t.ty == T_COMMENT || t.ty == T_LEFTPARENS || t.ty == T_SQLTYPE || t.is_unary_op()) {
+            if !(t.ty == T_COMMENT || t.ty == T_LEFTPARENS || t.ty == T_SQLTYPE || t.is_unary_op())
+            {
                 break;
             }
         }
@@ -930,7 +967,9 @@ impl<'a> State<'a> {
             } else if a.ty == T_SEMICOLON && b.ty == T_SEMICOLON {
                 pos -= 1;
                 continue;
-            } else if (a.ty == T_OPERATOR || a.ty == T_LOGIC_OPERATOR) && (b.is_unary_op() || b.ty == T_SQLTYPE) {
+            } else if (a.ty == T_OPERATOR || a.ty == T_LOGIC_OPERATOR)
+                && (b.is_unary_op() || b.ty == T_SQLTYPE)
+            {
                 pos -= 1;
                 left = 0;
                 continue;
@@ -972,7 +1011,11 @@ impl<'a> State<'a> {
                 self.tokens[left].ty = T_FUNCTION;
                 continue;
             } else if a.ty == T_KEYWORD && (a.is(b"IN") || a.is(b"NOT IN")) {
-                self.tokens[left].ty = if b.ty == T_LEFTPARENS { T_OPERATOR } else { T_BAREWORD };
+                self.tokens[left].ty = if b.ty == T_LEFTPARENS {
+                    T_OPERATOR
+                } else {
+                    T_BAREWORD
+                };
                 continue;
             } else if a.ty == T_OPERATOR && (a.is(b"LIKE") || a.is(b"NOT LIKE")) {
                 if b.ty == T_LEFTPARENS {
@@ -981,7 +1024,13 @@ impl<'a> State<'a> {
             } else if a.ty == T_SQLTYPE
                 && matches!(
                     b.ty,
-                    T_BAREWORD | T_NUMBER | T_SQLTYPE | T_LEFTPARENS | T_FUNCTION | T_VARIABLE | T_STRING
+                    T_BAREWORD
+                        | T_NUMBER
+                        | T_SQLTYPE
+                        | T_LEFTPARENS
+                        | T_FUNCTION
+                        | T_VARIABLE
+                        | T_STRING
                 )
             {
                 self.tokens[left] = b;
@@ -1083,7 +1132,10 @@ impl<'a> State<'a> {
                 pos -= 2;
                 left = 0;
                 continue;
-            } else if matches!(a.ty, T_EXPRESSION | T_GROUP | T_COMMA) && b.is_unary_op() && c.ty == T_LEFTPARENS {
+            } else if matches!(a.ty, T_EXPRESSION | T_GROUP | T_COMMA)
+                && b.is_unary_op()
+                && c.ty == T_LEFTPARENS
+            {
                 // "SELECT + (", "LIMIT + (": drop the unary operator.
                 self.tokens[left + 1] = c;
                 pos -= 1;
@@ -1091,7 +1143,10 @@ impl<'a> State<'a> {
                 continue;
             } else if matches!(a.ty, T_KEYWORD | T_EXPRESSION | T_GROUP)
                 && b.is_unary_op()
-                && matches!(c.ty, T_NUMBER | T_BAREWORD | T_VARIABLE | T_STRING | T_FUNCTION)
+                && matches!(
+                    c.ty,
+                    T_NUMBER | T_BAREWORD | T_VARIABLE | T_STRING | T_FUNCTION
+                )
             {
                 // "select - 1": drop the unary operator.
                 self.tokens[left + 1] = c;
@@ -1235,8 +1290,15 @@ impl<'a> State<'a> {
             3 => {
                 if fp == b"sos" || fp == b"s&s" {
                     // ...foo" + "bar... with no outer quotes is SQLi; anything else not.
-                    return tok[0].str_open == 0 && tok[2].str_close == 0 && tok[0].str_close == tok[2].str_open;
-                } else if fp == b"s&n" || fp == b"n&1" || fp == b"1&1" || fp == b"1&v" || fp == b"1&s" {
+                    return tok[0].str_open == 0
+                        && tok[2].str_close == 0
+                        && tok[0].str_close == tok[2].str_open;
+                } else if fp == b"s&n"
+                    || fp == b"n&1"
+                    || fp == b"1&1"
+                    || fp == b"1&v"
+                    || fp == b"1&s"
+                {
                     // "sexy and 17" is not SQLi, "sexy and 17<18" is.
                     if self.tz.stats_tokens == 3 {
                         return false;
@@ -1254,16 +1316,13 @@ impl<'a> State<'a> {
     }
 }
 
-/// Runs one context; `Some(state)` when that context's fingerprint is SQLi, otherwise
-/// the state (for its statistics).
-fn try_context(input: &[u8], flags: Flags) -> Result<Fingerprint, State<'_>> {
+/// Runs one context: the fingerprint if that context's is SQLi, and whether the input
+/// had comments that make a MySQL re-parse worthwhile (`reparse_as_mysql`).
+fn try_context(input: &[u8], flags: Flags) -> (Option<Fingerprint>, bool) {
     let mut st = State::new(input, flags);
     st.fingerprint();
-    if st.is_sqli() {
-        Ok(Fingerprint::new(st.fp()))
-    } else {
-        Err(st)
-    }
+    let reparse = st.tz.stats_comment_ddx != 0 || st.tz.stats_comment_hash != 0;
+    (st.is_sqli().then(|| Fingerprint::new(st.fp())), reparse)
 }
 
 /// `libinjection_is_sqli`: as-is (ANSI, then MySQL comments if the input had `--x` or `#`),
@@ -1272,34 +1331,24 @@ pub(crate) fn detect(input: &[u8]) -> Option<Fingerprint> {
     if input.is_empty() {
         return None;
     }
-    let reparse = |st: &State<'_>| st.tz.stats_comment_ddx != 0 || st.tz.stats_comment_hash != 0;
-
-    match try_context(input, Flags::NONE_ANSI) {
-        Ok(fp) => return Some(fp),
-        Err(st) if reparse(&st) => {
-            if let Ok(fp) = try_context(input, Flags::NONE_MYSQL) {
-                return Some(fp);
-            }
-        }
-        Err(_) => {}
-    }
-    if input.contains(&CHAR_SINGLE) {
-        match try_context(input, Flags::SINGLE_ANSI) {
-            Ok(fp) => return Some(fp),
-            Err(st) if reparse(&st) => {
-                if let Ok(fp) = try_context(input, Flags::SINGLE_MYSQL) {
-                    return Some(fp);
-                }
-            }
-            Err(_) => {}
-        }
-    }
-    if input.contains(&CHAR_DOUBLE) {
-        if let Ok(fp) = try_context(input, Flags::DOUBLE_MYSQL) {
-            return Some(fp);
-        }
-    }
-    None
+    let ansi_then_mysql = |ansi: Flags, mysql: Flags| match try_context(input, ansi) {
+        (Some(fp), _) => Some(fp),
+        (None, true) => try_context(input, mysql).0,
+        (None, false) => None,
+    };
+    ansi_then_mysql(Flags::NONE_ANSI, Flags::NONE_MYSQL)
+        .or_else(|| {
+            input
+                .contains(&CHAR_SINGLE)
+                .then(|| ansi_then_mysql(Flags::SINGLE_ANSI, Flags::SINGLE_MYSQL))
+                .flatten()
+        })
+        .or_else(|| {
+            input
+                .contains(&CHAR_DOUBLE)
+                .then(|| try_context(input, Flags::DOUBLE_MYSQL).0)
+                .flatten()
+        })
 }
 
 /// Test access to the stages, printing tokens the way libinjection's `testdriver.c` does.

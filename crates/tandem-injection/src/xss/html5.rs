@@ -102,7 +102,7 @@ impl<'a> Html5<'a> {
 
     /// The input from the current token's start to the end (libinjection sometimes reads
     /// past a token's end).
-    pub(crate) fn from_token(&self) -> &'a [u8] {
+    pub(crate) fn rest_from_token(&self) -> &'a [u8] {
         &self.s[self.token_start..]
     }
 
@@ -220,7 +220,11 @@ impl<'a> Html5<'a> {
         self.is_close = false;
         self.emit(TokenType::TagNameClose, self.pos, 1);
         self.pos += 1;
-        self.state = if self.pos < self.s.len() { State::Data } else { State::Eof };
+        self.state = if self.pos < self.s.len() {
+            State::Data
+        } else {
+            State::Eof
+        };
         true
     }
 

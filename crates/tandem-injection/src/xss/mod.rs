@@ -297,7 +297,11 @@ fn is_black_attr(name: &[u8], window: &[u8]) -> Attr {
     if len < 2 {
         return Attr::None;
     }
-    if name[..2].eq_ignore_ascii_case(b"on") && BLACK_ON_ATTR.iter().any(|on| eq_with_null(on, window, on.len())) {
+    if name[..2].eq_ignore_ascii_case(b"on")
+        && BLACK_ON_ATTR
+            .iter()
+            .any(|on| eq_with_null(on, window, on.len()))
+    {
         return Attr::Black;
     }
     if len >= 5 && (eq_with_null(b"XMLNS", name, 5) || eq_with_null(b"XLINK", name, 5)) {
@@ -319,8 +323,6 @@ fn same_name(upper: &[u8], name: &[u8], has_nul: bool) -> bool {
         upper.len() == name.len() && upper.eq_ignore_ascii_case(name)
     }
 }
-
-
 
 /// `is_black_url`: after leading white space, control and non-ASCII bytes, does the value
 /// start with `data`, `view-source`, `java` or `vbscript` (entity-decoded).
@@ -344,23 +346,19 @@ fn is_xss(input: &[u8], start: Start) -> bool {
         let token = h5.token();
         match h5.token_type {
             TokenType::Doctype => return true,
-            TokenType::TagNameOpen => {
-                if is_black_tag(token) {
-                    return true;
-                }
-            }
-            TokenType::AttrName => attr = is_black_attr(token, h5.from_token()),
+            TokenType::TagNameOpen if is_black_tag(token) => return true,
+            TokenType::AttrName => attr = is_black_attr(token, h5.rest_from_token()),
             TokenType::AttrValue => {
                 match attr {
                     Attr::None => {}
                     Attr::Black | Attr::Style => return true,
                     Attr::Url => {
-                        if is_black_url(token, h5.from_token()) {
+                        if is_black_url(token, h5.rest_from_token()) {
                             return true;
                         }
                     }
                     Attr::Indirect => {
-                        if is_black_attr(token, h5.from_token()) != Attr::None {
+                        if is_black_attr(token, h5.rest_from_token()) != Attr::None {
                             return true;
                         }
                     }
@@ -374,7 +372,9 @@ fn is_xss(input: &[u8], start: Start) -> bool {
                 }
                 if token.len() > 3 {
                     // IE conditional comments and XML processing instructions.
-                    if token[0] == b'[' && token[1].eq_ignore_ascii_case(&b'i') && token[2].eq_ignore_ascii_case(&b'f')
+                    if token[0] == b'['
+                        && token[1].eq_ignore_ascii_case(&b'i')
+                        && token[2].eq_ignore_ascii_case(&b'f')
                     {
                         return true;
                     }
@@ -382,7 +382,9 @@ fn is_xss(input: &[u8], start: Start) -> bool {
                         return true;
                     }
                 }
-                if token.len() > 5 && (eq_with_null(b"IMPORT", token, 6) || eq_with_null(b"ENTITY", token, 6)) {
+                if token.len() > 5
+                    && (eq_with_null(b"IMPORT", token, 6) || eq_with_null(b"ENTITY", token, 6))
+                {
                     return true;
                 }
             }
@@ -421,10 +423,16 @@ mod tests {
 
     #[test]
     fn url_prefixes() {
-        assert!(is_black_url(b" javascript:alert(1)", b" javascript:alert(1)"));
+        assert!(is_black_url(
+            b" javascript:alert(1)",
+            b" javascript:alert(1)"
+        ));
         assert!(is_black_url(b"&#106;avascript:", b"&#106;avascript:"));
         assert!(is_black_url(b"ja\0va", b"ja\0va"));
-        assert!(!is_black_url(b"https://example.com", b"https://example.com"));
+        assert!(!is_black_url(
+            b"https://example.com",
+            b"https://example.com"
+        ));
     }
 
     #[test]
