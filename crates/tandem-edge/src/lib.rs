@@ -166,6 +166,8 @@ pub(crate) struct Inner {
     extra_certificates: Vec<CertSpec>,
     probes: Mutex<Option<CancellationToken>>,
     pub(crate) tracker: TaskTracker,
+    /// The port of the first bound HTTPS listener, for plain-HTTP redirects (0 = use config).
+    pub(crate) https_port: std::sync::atomic::AtomicU16,
 }
 
 /// A running (or ready to run) edge for one region. Cheap to clone.
@@ -233,6 +235,7 @@ impl Edge {
             extra_certificates: opts.extra_certificates,
             probes: Mutex::new(None),
             tracker: TaskTracker::new(),
+            https_port: std::sync::atomic::AtomicU16::new(0),
         });
         let edge = Edge { inner };
         let snap = edge.build_snapshot(config, cfg)?;
@@ -337,6 +340,11 @@ impl Edge {
         let snap = self.inner.snapshot.load_full();
         if !listeners.https.is_empty() && self.inner.resolver.is_empty() {
             tracing::error!("{}", EdgeError::NoCertificates);
+        }
+        if let Some(a) = listeners.https_addrs().first() {
+            self.inner
+                .https_port
+                .store(a.port(), std::sync::atomic::Ordering::Relaxed);
         }
         self.start_probes(&snap, &cancel);
         // Certificate reload loop.

@@ -173,7 +173,13 @@ async fn proxy(
             HttpMode::Serve => {}
             HttpMode::Reject => return Err((StatusCode::FORBIDDEN, "use HTTPS")),
             HttpMode::Redirect => {
-                let port = snap.https_port.map(|p| format!(":{p}")).unwrap_or_default();
+                let bound = inner.https_port.load(Ordering::Relaxed);
+                let port = match (bound, snap.https_port) {
+                    (443, _) => String::new(),
+                    (0, Some(p)) => format!(":{p}"),
+                    (0, None) => String::new(),
+                    (p, _) => format!(":{p}"),
+                };
                 let pq = req
                     .uri()
                     .path_and_query()
