@@ -931,7 +931,11 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawEdge) -> EdgeConfig {
         ("client_header", timeouts.client_header),
     ] {
         if d.is_zero() {
-            ctx.error(&tk.key(name), format!("timeout {name} must be above zero"), None);
+            ctx.error(
+                &tk.key(name),
+                format!("timeout {name} must be above zero"),
+                None,
+            );
         }
     }
 
@@ -1161,7 +1165,10 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawEdge) -> EdgeConfig {
                 ctx.error(
                     &ck.key("op"),
                     "client_ip conditions use op = \"in\" with CIDRs, and only they do",
-                    Some("write { field = \"client_ip\", op = \"in\", value = [\"10.0.0.0/8\"] }".into()),
+                    Some(
+                        "write { field = \"client_ip\", op = \"in\", value = [\"10.0.0.0/8\"] }"
+                            .into(),
+                    ),
                 );
             }
             let values = c.value.as_ref().map_or_else(Vec::new, |v| match v {
@@ -1194,8 +1201,7 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawEdge) -> EdgeConfig {
                         cidrs.push(n);
                     }
                 }
-                if c.field == Field::Method && !METHODS.contains(&v.to_ascii_uppercase().as_str())
-                {
+                if c.field == Field::Method && !METHODS.contains(&v.to_ascii_uppercase().as_str()) {
                     ctx.error(
                         &ck.key("value"),
                         format!("{v:?} is not an HTTP method"),
@@ -1306,11 +1312,7 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawEdge) -> EdgeConfig {
                             v.clone()
                         }
                         (_, None) => {
-                            ctx.error(
-                                &ak.key("value"),
-                                "set and append need a value",
-                                None,
-                            );
+                            ctx.error(&ak.key("value"), "set and append need a value", None);
                             String::new()
                         }
                     };
@@ -1445,7 +1447,10 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawEdge) -> EdgeConfig {
                         "route {:?} matches the same domain {d:?} and path {p:?} as route {:?}",
                         r.name, prev.name
                     ),
-                    Some("the second could never be chosen; merge them or make one more specific".into()),
+                    Some(
+                        "the second could never be chosen; merge them or make one more specific"
+                            .into(),
+                    ),
                 );
                 break;
             }

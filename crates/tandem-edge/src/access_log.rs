@@ -142,9 +142,7 @@ impl AccessLog for JsonLines {
 
 /// Format a UNIX time as RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let ms = d.subsec_millis();
     let days = secs.div_euclid(86_400);

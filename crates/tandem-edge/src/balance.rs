@@ -236,10 +236,13 @@ impl GroupRt {
 
     /// The origin named by an affinity token, if it is enabled, healthy and not yet tried.
     pub fn by_token(&self, token: &str, tried: &[usize], now_ms: u64) -> Option<usize> {
-        self.origins.iter().position(|o| o.token == token).filter(|&i| {
-            let o = &self.origins[i];
-            o.cfg.enabled && o.health.healthy(now_ms) && !tried.contains(&i)
-        })
+        self.origins
+            .iter()
+            .position(|o| o.token == token)
+            .filter(|&i| {
+                let o = &self.origins[i];
+                o.cfg.enabled && o.health.healthy(now_ms) && !tried.contains(&i)
+            })
     }
 
     /// Pick an origin (Front Door's algorithm, see the module docs), skipping `tried`.
@@ -315,7 +318,11 @@ impl GroupRt {
             return;
         }
         o.health.failures.fetch_add(1, Ordering::Relaxed);
-        let n = o.health.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = o
+            .health
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if self.passive_failures > 0 && n >= self.passive_failures {
             let until = now_ms + self.passive_eject_for.as_millis() as u64;
             let prev = o.health.ejected_until_ms.swap(until, Ordering::Relaxed);
@@ -492,12 +499,24 @@ mod tests {
     #[test]
     fn latency_sensitivity() {
         let g = rt(
-            &group(&[("a", 1, 1, None), ("b", 1, 1, None), ("c", 1, 1, None)], false),
+            &group(
+                &[("a", 1, 1, None), ("b", 1, 1, None), ("c", 1, 1, None)],
+                false,
+            ),
             None,
         );
-        g.origins[0].health.latency_us.store(10_000, Ordering::Relaxed);
-        g.origins[1].health.latency_us.store(55_000, Ordering::Relaxed);
-        g.origins[2].health.latency_us.store(80_000, Ordering::Relaxed);
+        g.origins[0]
+            .health
+            .latency_us
+            .store(10_000, Ordering::Relaxed);
+        g.origins[1]
+            .health
+            .latency_us
+            .store(55_000, Ordering::Relaxed);
+        g.origins[2]
+            .health
+            .latency_us
+            .store(80_000, Ordering::Relaxed);
         assert_eq!(counts(&g, 100), vec![50, 50, 0]);
     }
 
@@ -505,7 +524,10 @@ mod tests {
     fn local_first_and_passive_ejection() {
         let g = rt(
             &group(
-                &[("east", 1, 1, Some("eastus")), ("west", 1, 1, Some("westus"))],
+                &[
+                    ("east", 1, 1, Some("eastus")),
+                    ("west", 1, 1, Some("westus")),
+                ],
                 true,
             ),
             Some("westus"),

@@ -8,10 +8,14 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
     /// The config has no `[edge]` section.
-    #[error("the config has no [edge] section\n    hint: add [edge.instances.<region>], [edge.routes.<name>] and [edge.groups.<name>]; see docs/edge.md")]
+    #[error(
+        "the config has no [edge] section\n    hint: add [edge.instances.<region>], [edge.routes.<name>] and [edge.groups.<name>]; see docs/edge.md"
+    )]
     NoEdgeSection,
     /// The region has no `[edge.instances.<region>]` listeners.
-    #[error("the edge has no listeners for region {region:?}\n    hint: add [edge.instances.{region}] with https/http addresses, or pass --region with one of: {known}")]
+    #[error(
+        "the edge has no listeners for region {region:?}\n    hint: add [edge.instances.{region}] with https/http addresses, or pass --region with one of: {known}"
+    )]
     NoInstance {
         /// The region asked for.
         region: String,
@@ -19,7 +23,9 @@ pub enum EdgeError {
         known: String,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}\n    hint: is another process using the port, or is the address not on this machine?")]
+    #[error(
+        "cannot listen on {addr}: {source}\n    hint: is another process using the port, or is the address not on this machine?"
+    )]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
@@ -27,7 +33,9 @@ pub enum EdgeError {
         source: std::io::Error,
     },
     /// A certificate or key could not be loaded.
-    #[error("cannot load certificate {what}: {reason}\n    hint: give PEM files (certificate chain leaf first, and its private key)")]
+    #[error(
+        "cannot load certificate {what}: {reason}\n    hint: give PEM files (certificate chain leaf first, and its private key)"
+    )]
     Certificate {
         /// The file or source.
         what: String,
@@ -35,10 +43,14 @@ pub enum EdgeError {
         reason: String,
     },
     /// HTTPS listeners exist but no certificate does.
-    #[error("HTTPS listeners are configured but no certificate is\n    hint: add [[edge.certificates]] with domains, cert and key")]
+    #[error(
+        "HTTPS listeners are configured but no certificate is\n    hint: add [[edge.certificates]] with domains, cert and key"
+    )]
     NoCertificates,
     /// A regular expression in a rule failed to compile.
-    #[error("rule {rule:?}: bad regular expression {pattern:?}: {reason}\n    hint: the syntax is Rust's regex crate (like RE2: no look-around or back-references)")]
+    #[error(
+        "rule {rule:?}: bad regular expression {pattern:?}: {reason}\n    hint: the syntax is Rust's regex crate (like RE2: no look-around or back-references)"
+    )]
     Regex {
         /// The rule.
         rule: String,
@@ -52,7 +64,9 @@ pub enum EdgeError {
     #[error("monitor {0:?} is not defined\n    hint: define [monitors.{0}]")]
     Monitor(String),
     /// The origin CA file could not be read.
-    #[error("cannot read origin CA file {path}: {reason}\n    hint: give a PEM file with one or more CA certificates")]
+    #[error(
+        "cannot read origin CA file {path}: {reason}\n    hint: give a PEM file with one or more CA certificates"
+    )]
     OriginCa {
         /// The file.
         path: String,

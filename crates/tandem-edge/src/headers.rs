@@ -113,15 +113,12 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), FramingError> {
 
 /// The request's host without port, lower case: `:authority` (HTTP/2) or `Host`.
 pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
-    let raw = uri
-        .authority()
-        .map(|a| a.host().to_string())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(strip_port)
-        })?;
+    let raw = uri.authority().map(|a| a.host().to_string()).or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(strip_port)
+    })?;
     let h = raw.trim_end_matches('.').to_ascii_lowercase();
     if h.is_empty() { None } else { Some(h) }
 }
@@ -268,14 +265,23 @@ mod tests {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get("upgrade").map(|v| v.as_bytes()), Some(&b"websocket"[..]));
-        assert_eq!(h.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+        assert_eq!(
+            h.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
     }
 
     #[test]
     fn smuggling_shapes_are_refused() {
         assert_eq!(
-            check_framing(&map(&[("content-length", "5"), ("transfer-encoding", "chunked")])),
+            check_framing(&map(&[
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked")
+            ])),
             Err(FramingError::LengthAndChunked)
         );
         assert_eq!(

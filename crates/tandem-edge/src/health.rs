@@ -126,7 +126,11 @@ pub async fn run(
         if ok {
             let us = start.elapsed().as_micros().max(1) as u64;
             let prev = health.latency_us.load(Ordering::Relaxed);
-            let next = if prev == 0 { us } else { (prev * 7 + us * 3) / 10 };
+            let next = if prev == 0 {
+                us
+            } else {
+                (prev * 7 + us * 3) / 10
+            };
             health.latency_us.store(next.max(1), Ordering::Relaxed);
         } else {
             health.probe_failures.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +204,6 @@ pub fn probe_authority(origin_address: &str, monitor: &Monitor) -> String {
         _ => origin_address.to_string(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

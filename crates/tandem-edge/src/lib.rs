@@ -106,11 +106,17 @@ pub struct Listeners {
 impl Listeners {
     /// The bound HTTPS addresses.
     pub fn https_addrs(&self) -> Vec<SocketAddr> {
-        self.https.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.https
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
     /// The bound HTTP addresses.
     pub fn http_addrs(&self) -> Vec<SocketAddr> {
-        self.http.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 }
 
@@ -263,7 +269,9 @@ impl Edge {
             }
             let budget = budgets
                 .entry(g.name.clone())
-                .or_insert_with(|| Arc::new(RetryBudget::new(g.retry_ratio, g.min_retries_per_second)))
+                .or_insert_with(|| {
+                    Arc::new(RetryBudget::new(g.retry_ratio, g.min_retries_per_second))
+                })
                 .clone();
             let rt = GroupRt::new(g, Some(&inner.region), &mut health, budget);
             group_metrics.push(GroupMetrics {
@@ -409,7 +417,12 @@ impl Edge {
             }
         }
         for l in listeners.http {
-            tracker.spawn(server::accept_loop(self.inner.clone(), l, None, cancel.clone()));
+            tracker.spawn(server::accept_loop(
+                self.inner.clone(),
+                l,
+                None,
+                cancel.clone(),
+            ));
         }
         cancel.cancelled().await;
         tracker.close();
@@ -424,11 +437,7 @@ impl Edge {
             old.cancel();
         }
         for g in &snap.groups {
-            let Some(mname) = snap
-                .cfg
-                .group(&g.name)
-                .and_then(|c| c.monitor.clone())
-            else {
+            let Some(mname) = snap.cfg.group(&g.name).and_then(|c| c.monitor.clone()) else {
                 continue;
             };
             let Some(monitor) = snap.monitors.iter().find(|m| m.name == mname) else {
@@ -473,7 +482,11 @@ impl Edge {
         let snap = Arc::new(snap);
         self.inner.snapshot.store(snap.clone());
         self.start_probes(&snap, cancel);
-        tracing::info!(routes = snap.routes.len(), groups = snap.groups.len(), "edge config reloaded");
+        tracing::info!(
+            routes = snap.routes.len(),
+            groups = snap.groups.len(),
+            "edge config reloaded"
+        );
         Ok(())
     }
 

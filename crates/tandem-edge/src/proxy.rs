@@ -398,10 +398,7 @@ async fn proxy(
             Err(_) => ProxyError {
                 kind: ProxyErrorKind::FirstByteTimeout,
                 source: Source::Origin,
-                detail: format!(
-                    "no response within {:?}",
-                    snap.cfg.timeouts.first_byte
-                ),
+                detail: format!("no response within {:?}", snap.cfg.timeouts.first_byte),
             },
         };
         match err.kind {

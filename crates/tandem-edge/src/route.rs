@@ -171,12 +171,14 @@ mod tests {
         ];
         let t = RouteTable::new(&routes);
         let get = http::Method::GET;
-        let name = |h: &str, p: &str, m: &http::Method| {
-            t.find(h, p, m).map(|i| routes[i].name.as_str())
-        };
+        let name =
+            |h: &str, p: &str, m: &http::Method| t.find(h, p, m).map(|i| routes[i].name.as_str());
         assert_eq!(name("app.example.com", "/", &get), Some("app"));
         assert_eq!(name("app.example.com", "/api/x", &get), Some("app-api"));
-        assert_eq!(name("app.example.com", "/api/v2/x", &get), Some("app-api-v2"));
+        assert_eq!(
+            name("app.example.com", "/api/v2/x", &get),
+            Some("app-api-v2")
+        );
         assert_eq!(
             name("app.example.com", "/api/x", &http::Method::POST),
             Some("app-post")

@@ -97,7 +97,11 @@ pub(crate) fn collect(inner: &Inner) -> EdgeStatus {
                             probe_up: h.probe_up.load(Ordering::Relaxed),
                             ejected_ms: (until > now).then(|| until - now),
                             latency_ms: (lat > 0).then(|| lat as f64 / 1000.0),
-                            last_probe_error: h.last_probe_error.lock().ok().and_then(|e| e.clone()),
+                            last_probe_error: h
+                                .last_probe_error
+                                .lock()
+                                .ok()
+                                .and_then(|e| e.clone()),
                             requests: h.requests.load(Ordering::Relaxed),
                             failures: h.failures.load(Ordering::Relaxed),
                             in_flight: h.in_flight.load(Ordering::Relaxed),

@@ -85,7 +85,10 @@ impl Origin {
     }
 }
 
-async fn origin_handler(name: String, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn origin_handler(
+    name: String,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let mut b = Response::builder().header("x-origin", &name);
     if hyper_util_is_upgrade(&req) {
@@ -126,7 +129,8 @@ async fn origin_handler(name: String, mut req: Request<Incoming>) -> Result<Resp
         return Ok(b.body(full(format!("{name} slow"))).unwrap());
     }
     if path == "/stream" {
-        let chunks = (0..5).map(|i| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i};")))));
+        let chunks =
+            (0..5).map(|i| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i};")))));
         let s = futures::stream::iter(chunks).then(|c| async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
             c
@@ -140,9 +144,19 @@ async fn origin_handler(name: String, mut req: Request<Incoming>) -> Result<Resp
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).to_string()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).to_string(),
+            )
+        })
         .collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     b = b.header("content-type", "application/json");
     let json = serde_json::json!({
         "origin": name,
