@@ -45,9 +45,11 @@ impl Clock {
 /// survives config reloads as long as the group, origin name and address stay the same.
 #[derive(Debug)]
 pub struct Health {
-    /// Active probe verdict (true when there is no monitor).
+    /// The active probe (from `tandem-probe`) when the group has a monitor.
+    pub probe: arc_swap::ArcSwapOption<tandem_probe::Cell>,
+    /// Probe verdict used when there is no probe cell.
     pub probe_up: AtomicBool,
-    /// Smoothed probe latency in microseconds; 0 = not measured.
+    /// Latency (µs) used when there is no probe cell.
     pub latency_us: AtomicU64,
     /// Consecutive failures seen on real traffic.
     pub consecutive_failures: AtomicU32,
@@ -59,15 +61,12 @@ pub struct Health {
     pub failures: AtomicU64,
     /// Attempts in flight.
     pub in_flight: AtomicI64,
-    /// Probes that failed, in total.
-    pub probe_failures: AtomicU64,
-    /// The last probe error, for status.
-    pub last_probe_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Health {
+            probe: arc_swap::ArcSwapOption::empty(),
             probe_up: AtomicBool::new(true),
             latency_us: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -75,8 +74,6 @@ impl Default for Health {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
-            probe_failures: AtomicU64::new(0),
-            last_probe_error: std::sync::Mutex::new(None),
         }
     }
 }
@@ -84,13 +81,41 @@ impl Default for Health {
 impl Health {
     /// Healthy for selection at `now_ms`.
     pub fn healthy(&self, now_ms: u64) -> bool {
-        self.probe_up.load(Ordering::Relaxed)
-            && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+        self.probe_up() && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
     /// Whether passive health has the origin ejected at `now_ms`.
     pub fn ejected(&self, now_ms: u64) -> bool {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+}
+
+impl Health {
+    /// The active probe's verdict: the probe cell's state when the group has a monitor, else
+    /// the static value (always up unless a test sets it).
+    pub fn probe_up(&self) -> bool {
+        match self.probe.load().as_ref() {
+            Some(c) => c.state().is_healthy(),
+            None => self.probe_up.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Mean probe latency in microseconds; 0 = not measured.
+    pub fn latency_us(&self) -> u64 {
+        match self.probe.load().as_ref() {
+            Some(c) => c
+                .health()
+                .latency
+                .map_or(0, |d| (d.as_micros() as u64).max(1)),
+            None => self.latency_us.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The last failed probe's detail, if the last probe failed.
+    pub fn last_probe_error(&self) -> Option<String> {
+        let cell = self.probe.load_full()?;
+        let h = cell.health();
+        h.last.as_ref().filter(|o| !o.ok).map(|o| o.detail.clone())
     }
 }
 
@@ -268,7 +293,7 @@ impl GroupRt {
         let mut fastest = u64::MAX;
         for (i, o) in self.origins.iter().enumerate() {
             if eligible(i, o) && o.tier == best_tier {
-                let l = o.health.latency_us.load(Ordering::Relaxed);
+                let l = o.health.latency_us();
                 if l > 0 {
                     fastest = fastest.min(l);
                 }
@@ -277,7 +302,7 @@ impl GroupRt {
         let limit = fastest.saturating_add(self.sensitivity_us);
         let keep = |i: usize, o: &OriginRt| {
             eligible(i, o) && o.tier == best_tier && {
-                let l = o.health.latency_us.load(Ordering::Relaxed);
+                let l = o.health.latency_us();
                 l == 0 || l <= limit
             }
         };

@@ -245,7 +245,7 @@ impl ReplayBody {
             id,
             pos: 0,
             limit: self.limit,
-            hint: self.hint.clone(),
+            hint: self.hint,
         })
     }
 }
@@ -325,7 +325,7 @@ impl Body for Attempt {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 

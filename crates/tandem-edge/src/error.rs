@@ -63,6 +63,11 @@ pub enum EdgeError {
     /// config passed to the edge is not the validated one).
     #[error("monitor {0:?} is not defined\n    hint: define [monitors.{0}]")]
     Monitor(String),
+    /// A probe could not be started (an HTTPS monitor's TLS settings).
+    #[error(
+        "cannot start a health probe: {0}\n    hint: check the monitor's ca_file and tls_verify"
+    )]
+    Probe(String),
     /// The origin CA file could not be read.
     #[error(
         "cannot read origin CA file {path}: {reason}\n    hint: give a PEM file with one or more CA certificates"

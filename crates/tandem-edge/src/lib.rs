@@ -8,8 +8,8 @@
 //! the origin state shown by the admin API.
 //!
 //! It does not own: the config model (`tandem-config`), the WAF (`tandem-waf` plugs in through
-//! [`RequestInspector`]), the admin HTTP server (`tandem-admin` mounts [`Edge::status`] and
-//! [`Edge::register_metrics`]), or certificate issuance (the lab's CA hands PEM in through
+//! [`RequestInspector`]), the admin HTTP server (`tandem-admin` mounts [`admin::EdgeComponent`]),
+//! active probes (`tandem-probe`), or certificate issuance (the lab's CA hands PEM in through
 //! [`EdgeOptions::extra_certificates`]).
 //!
 //! The life of a request reads top to bottom in [`proxy`]: receive, match route, rules, WAF,
@@ -19,7 +19,8 @@
 //! # async fn demo(cfg: tandem_config::Config) -> Result<(), tandem_edge::EdgeError> {
 //! use tandem_edge::{Edge, EdgeOptions};
 //! use tokio_util::sync::CancellationToken;
-//! let edge = Edge::new(&cfg, EdgeOptions::new("eastus"))?;
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let edge = Edge::new(&cfg, EdgeOptions::new("eastus"), &mut registry)?;
 //! let listeners = edge.bind().await?;
 //! let cancel = CancellationToken::new();
 //! edge.run(listeners, cancel.clone()).await; // until cancel, then drains
@@ -27,12 +28,12 @@
 //! ```
 
 pub mod access_log;
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod client;
 pub mod error;
 pub mod headers;
-pub mod health;
 pub mod inspect;
 pub mod metrics;
 pub mod proxy;
@@ -52,7 +53,8 @@ use http::header::HeaderName;
 use prometheus_client::registry::Registry;
 use tandem_config::Config;
 use tandem_config::edge::{EdgeConfig, HttpMode};
-use tandem_config::monitor::Monitor;
+use tandem_config::monitor::{Monitor, ProbeTarget};
+use tandem_probe::{ProbeMetrics, Prober, Target};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,7 +66,7 @@ pub use status::EdgeStatus;
 pub use tls::{CertSource, CertSpec};
 
 use balance::{Clock, GroupRt, HealthMap, RetryBudget};
-use client::{Connector, OriginClient};
+use client::OriginClient;
 use metrics::{Metrics, OriginMetrics, RouteMetrics};
 use route::RouteTable;
 use rules::RuleSet;
@@ -162,7 +164,6 @@ pub(crate) struct Inner {
     health: Mutex<HealthMap>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     pub(crate) client: OriginClient,
-    connector: Connector,
     pub(crate) resolver: Arc<SniResolver>,
     pub(crate) ids: headers::RequestIds,
     pub(crate) metrics: Metrics,
@@ -170,7 +171,9 @@ pub(crate) struct Inner {
     pub(crate) inspector: Arc<dyn RequestInspector>,
     pub(crate) access_log: Arc<dyn AccessLog>,
     extra_certificates: Vec<CertSpec>,
-    probes: Mutex<Option<CancellationToken>>,
+    prober: Prober,
+    /// Stops the probes when the edge stops.
+    probe_token: CancellationToken,
     pub(crate) tracker: TaskTracker,
     /// The port of the first bound HTTPS listener, for plain-HTTP redirects (0 = use config).
     pub(crate) https_port: std::sync::atomic::AtomicU16,
@@ -207,7 +210,14 @@ fn cert_specs(cfg: &EdgeConfig, extra: &[CertSpec]) -> Vec<CertSpec> {
 impl Edge {
     /// Prepare an edge from a validated config: loads certificates, compiles routes and
     /// rules, sets up the origin pool. Nothing listens until [`Edge::run`].
-    pub fn new(config: &Config, opts: EdgeOptions) -> Result<Edge, EdgeError> {
+    ///
+    /// Metrics (`tandem_edge_*` and the probes' `tandem_probe_*`) are registered in
+    /// `registry`; active probes start now and stop when [`Edge::run`] returns.
+    pub fn new(
+        config: &Config,
+        opts: EdgeOptions,
+        registry: &mut Registry,
+    ) -> Result<Edge, EdgeError> {
         let cfg = config.edge.as_ref().ok_or(EdgeError::NoEdgeSection)?;
         if cfg.instance(&opts.region).is_none() {
             return Err(EdgeError::NoInstance {
@@ -225,26 +235,31 @@ impl Edge {
         let resolver = Arc::new(SniResolver::new(store, specs));
         let connector = client::connector(cfg)?;
         let client = client::client(cfg, connector.clone());
+        let metrics = Metrics::default();
+        metrics.register(registry);
+        let probe_metrics = ProbeMetrics::register(registry);
+        let probe_token = CancellationToken::new();
         let inner = Arc::new(Inner {
             region: opts.region,
             snapshot: ArcSwap::from_pointee(Snapshot::placeholder()),
             health: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
             client,
-            connector,
             resolver,
             ids: headers::RequestIds::default(),
-            metrics: Metrics::default(),
+            metrics,
             clock: Clock::default(),
             inspector: opts.inspector,
             access_log: opts.access_log,
             extra_certificates: opts.extra_certificates,
-            probes: Mutex::new(None),
+            prober: Prober::new(probe_token.clone(), probe_metrics),
+            probe_token,
             tracker: TaskTracker::new(),
             https_port: std::sync::atomic::AtomicU16::new(0),
         });
         let edge = Edge { inner };
         let snap = edge.build_snapshot(config, cfg)?;
+        edge.start_probes(&snap)?;
         edge.inner.snapshot.store(Arc::new(snap));
         Ok(edge)
     }
@@ -345,7 +360,6 @@ impl Edge {
     /// (up to `timeouts.drain`) and return. Probes and certificate reloads run meanwhile.
     pub async fn run(&self, listeners: Listeners, cancel: CancellationToken) {
         let tracker = self.inner.tracker.clone();
-        let snap = self.inner.snapshot.load_full();
         if !listeners.https.is_empty() && self.inner.resolver.is_empty() {
             tracing::error!("{}", EdgeError::NoCertificates);
         }
@@ -354,7 +368,6 @@ impl Edge {
                 .https_port
                 .store(a.port(), std::sync::atomic::Ordering::Relaxed);
         }
-        self.start_probes(&snap, &cancel);
         // Certificate reload loop.
         {
             let inner = self.inner.clone();
@@ -385,11 +398,15 @@ impl Edge {
             let inner = self.inner.clone();
             let cancel = cancel.clone();
             tracker.spawn(async move {
+                // Refresh on every probe state change, and each second for latencies and
+                // passive ejections.
+                let mut changed = inner.prober.subscribe();
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tick.tick() => {}
+                        r = changed.changed() => if r.is_err() { return },
                     }
                     inner.refresh_gauges();
                 }
@@ -425,47 +442,57 @@ impl Edge {
             ));
         }
         cancel.cancelled().await;
+        self.inner.probe_token.cancel();
         tracker.close();
         tracker.wait().await;
+        self.inner.prober.closed().await;
     }
 
-    fn start_probes(&self, snap: &Snapshot, parent: &CancellationToken) {
-        let token = parent.child_token();
-        if let Ok(mut p) = self.inner.probes.lock()
-            && let Some(old) = p.replace(token.clone())
-        {
-            old.cancel();
-        }
+    /// Give every enabled origin of a group with a monitor a probe cell. An origin whose probe
+    /// target did not change keeps its cell (and its health) across reloads.
+    fn start_probes(&self, snap: &Snapshot) -> Result<(), EdgeError> {
         for g in &snap.groups {
-            let Some(mname) = snap.cfg.group(&g.name).and_then(|c| c.monitor.clone()) else {
-                continue;
-            };
-            let Some(monitor) = snap.monitors.iter().find(|m| m.name == mname) else {
-                continue;
-            };
+            let monitor = snap
+                .cfg
+                .group(&g.name)
+                .and_then(|c| c.monitor.as_deref())
+                .and_then(|m| snap.monitors.iter().find(|x| x.name == m));
             for o in &g.origins {
-                if !o.cfg.enabled {
+                let target = monitor.filter(|_| o.cfg.enabled).map(|m| ProbeTarget {
+                    connect: probe_authority(&o.cfg.address, m),
+                    host: m
+                        .host
+                        .clone()
+                        .or_else(|| o.cfg.host_header.clone())
+                        .unwrap_or_else(|| o.authority.host().to_string()),
+                    monitor: m.clone(),
+                });
+                let current = o.health.probe.load_full();
+                if current.as_ref().map(|c| &c.target().probe) == target.as_ref() {
                     continue;
                 }
-                let host = monitor
-                    .host
-                    .clone()
-                    .or_else(|| o.cfg.host_header.clone())
-                    .unwrap_or_else(|| o.authority.host().to_string());
-                let target = health::ProbeTarget {
-                    label: format!("{}/{}", g.name, o.cfg.name),
-                    authority: health::probe_authority(&o.cfg.address, monitor),
-                    host,
-                    monitor: monitor.clone(),
+                if let Some(c) = current {
+                    c.stop();
+                }
+                let cell = match target {
+                    Some(probe) => Some(
+                        self.inner
+                            .prober
+                            .add(Target {
+                                service: "edge",
+                                id: format!("{}/{}", g.name, o.cfg.name),
+                                probe,
+                                // Passive health is the edge's own (time-bounded ejection).
+                                passive_threshold: None,
+                            })
+                            .map_err(|e| EdgeError::Probe(e.to_string()))?,
+                    ),
+                    None => None,
                 };
-                self.inner.tracker.spawn(health::run(
-                    target,
-                    o.health.clone(),
-                    self.inner.connector.clone(),
-                    token.clone(),
-                ));
+                o.health.probe.store(cell);
             }
         }
+        Ok(())
     }
 
     /// Replace routes, groups, rules and certificates from a new validated config without
@@ -473,15 +500,15 @@ impl Edge {
     /// the new one; origins that keep their group, name and address keep their health.
     /// Listener addresses, timeouts of open connections and the origin pool settings need a
     /// restart.
-    pub fn reload(&self, config: &Config, cancel: &CancellationToken) -> Result<(), EdgeError> {
+    pub fn reload(&self, config: &Config) -> Result<(), EdgeError> {
         let cfg = config.edge.as_ref().ok_or(EdgeError::NoEdgeSection)?;
         let snap = self.build_snapshot(config, cfg)?;
+        self.start_probes(&snap)?;
         self.inner
             .resolver
             .replace(cert_specs(cfg, &self.inner.extra_certificates))?;
         let snap = Arc::new(snap);
         self.inner.snapshot.store(snap.clone());
-        self.start_probes(&snap, cancel);
         tracing::info!(
             routes = snap.routes.len(),
             groups = snap.groups.len(),
@@ -493,21 +520,6 @@ impl Edge {
     /// The state of every origin group, for the admin API and `tandem status`.
     pub fn status(&self) -> EdgeStatus {
         status::collect(&self.inner)
-    }
-
-    /// Register the edge's metrics (`tandem_edge_*`) in a registry.
-    pub fn register_metrics(&self, registry: &mut Registry) {
-        self.inner.metrics.register(registry);
-    }
-
-    /// The metrics in the Prometheus text format (without a shared registry).
-    pub fn metrics_text(&self) -> String {
-        self.inner.refresh_gauges();
-        let mut r = Registry::default();
-        self.register_metrics(&mut r);
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
-        out
     }
 
     /// The region this edge serves.
@@ -524,12 +536,7 @@ impl Inner {
             for (o, om) in g.origins.iter().zip(&gm.origins) {
                 om.healthy
                     .set(i64::from(o.cfg.enabled && o.health.healthy(now)));
-                om.latency.set(
-                    o.health
-                        .latency_us
-                        .load(std::sync::atomic::Ordering::Relaxed) as f64
-                        / 1e6,
-                );
+                om.latency.set(o.health.latency_us() as f64 / 1e6);
             }
         }
     }
@@ -577,5 +584,14 @@ impl Snapshot {
             https_port: None,
             monitors: vec![],
         }
+    }
+}
+
+/// The `host:port` a monitor probes for an origin address (the monitor's port, when set,
+/// replaces the origin's).
+pub fn probe_authority(origin_address: &str, monitor: &Monitor) -> String {
+    match (monitor.port, origin_address.rsplit_once(':')) {
+        (Some(p), Some((host, _))) => format!("{host}:{p}"),
+        _ => origin_address.to_string(),
     }
 }

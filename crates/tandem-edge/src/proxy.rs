@@ -513,7 +513,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// 7. The response phase.
+/// Step 7, the response phase.
 #[allow(clippy::too_many_arguments)]
 fn respond(
     inner: &Arc<Inner>,
@@ -587,8 +587,8 @@ async fn splice(client: hyper::upgrade::OnUpgrade, origin: hyper::upgrade::OnUpg
     }
 }
 
-/// 8. The log phase: headers every response gets, then metrics and the access log when the
-/// body has been sent.
+/// Step 8, the log phase: headers every response gets, then metrics and the access log when
+/// the body has been sent.
 fn finish(
     inner: &Arc<Inner>,
     snap: &Arc<Snapshot>,

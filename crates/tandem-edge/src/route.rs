@@ -113,7 +113,7 @@ impl RouteTable {
         for (_, v) in t.wildcard.iter_mut() {
             sort_entries(v);
         }
-        t.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        t.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         sort_entries(&mut t.any);
         t
     }

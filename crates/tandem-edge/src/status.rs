@@ -84,7 +84,7 @@ pub(crate) fn collect(inner: &Inner) -> EdgeStatus {
                     .map(|o| {
                         let h = &o.health;
                         let until = h.ejected_until_ms.load(Ordering::Relaxed);
-                        let lat = h.latency_us.load(Ordering::Relaxed);
+                        let lat = h.latency_us();
                         OriginStatus {
                             name: o.cfg.name.clone(),
                             address: o.cfg.address.clone(),
@@ -94,14 +94,10 @@ pub(crate) fn collect(inner: &Inner) -> EdgeStatus {
                             weight: o.cfg.weight,
                             enabled: o.cfg.enabled,
                             healthy: o.cfg.enabled && h.healthy(now),
-                            probe_up: h.probe_up.load(Ordering::Relaxed),
+                            probe_up: h.probe_up(),
                             ejected_ms: (until > now).then(|| until - now),
                             latency_ms: (lat > 0).then(|| lat as f64 / 1000.0),
-                            last_probe_error: h
-                                .last_probe_error
-                                .lock()
-                                .ok()
-                                .and_then(|e| e.clone()),
+                            last_probe_error: h.last_probe_error(),
                             requests: h.requests.load(Ordering::Relaxed),
                             failures: h.failures.load(Ordering::Relaxed),
                             in_flight: h.in_flight.load(Ordering::Relaxed),

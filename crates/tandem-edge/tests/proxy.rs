@@ -573,7 +573,7 @@ priority = 2
     let st = edge.edge.status();
     let g = st.groups.iter().find(|g| g.name == "deadfirst").unwrap();
     assert!(g.origins[0].failures >= 2, "{g:?}");
-    let m = edge.edge.metrics_text();
+    let m = edge.metrics_text();
     assert!(
         m.contains("tandem_edge_retries_total{group=\"flaky\"} 1"),
         "{m}"
@@ -1023,7 +1023,7 @@ address = "{dead}"
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let m = edge.edge.metrics_text();
+    let m = edge.metrics_text();
     assert!(
         m.contains("tandem_edge_origin_healthy{group=\"fail\",origin=\"dead\"} 0"),
         "{m}"

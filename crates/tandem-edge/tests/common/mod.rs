@@ -246,6 +246,7 @@ pub struct TestEdge {
     pub cancel: CancellationToken,
     pub done: tokio::task::JoinHandle<()>,
     pub pki: Arc<Pki>,
+    pub registry: Arc<prometheus_client::registry::Registry>,
 }
 
 pub const REGIONS: &str = r#"
@@ -284,7 +285,8 @@ impl TestEdge {
         );
         let cfg = tandem_config::parse(&text, "test.toml")
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"));
-        let edge = Edge::new(&cfg, opts(EdgeOptions::new("eastus"))).expect("edge");
+        let mut registry = prometheus_client::registry::Registry::default();
+        let edge = Edge::new(&cfg, opts(EdgeOptions::new("eastus")), &mut registry).expect("edge");
         let listeners: Listeners = edge.bind().await.expect("bind");
         let https = listeners.https_addrs()[0];
         let http = listeners.http_addrs()[0];
@@ -298,7 +300,14 @@ impl TestEdge {
             cancel,
             done,
             pki,
+            registry: Arc::new(registry),
         }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
+        out
     }
 
     /// A reqwest client that resolves every name in `names` to the edge and trusts the CA.
