@@ -69,7 +69,10 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
 
     let admin_addr: Option<SocketAddr> = match a.admin.as_deref() {
         Some("off") => None,
-        Some(s) => Some(s.parse().with_context(|| format!("--admin {s:?} is not host:port"))?),
+        Some(s) => Some(
+            s.parse()
+                .with_context(|| format!("--admin {s:?} is not host:port"))?,
+        ),
         None => Some(cfg.admin.listen),
     };
     let admin_task = match admin_addr {
@@ -98,9 +101,10 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
         let (cancel, edge, path) = (cancel.clone(), edge.clone(), a.config.path.clone());
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut hup)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-            else {
+            let (Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
                 return;
             };
             loop {
