@@ -106,12 +106,14 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// Fails when no frame arrives for `timeout`.
+    /// Fails when no frame arrives for `timeout`. The timer is only created the first time
+    /// the inner body is not ready, so a body that arrives in one piece costs no timer.
     pub struct Idle<B> {
         #[pin]
         inner: B,
         timeout: Duration,
-        sleep: Pin<Box<Sleep>>,
+        sleep: Option<Pin<Box<Sleep>>>,
+        armed: bool,
     }
 }
 
@@ -121,7 +123,8 @@ impl<B> Idle<B> {
         Idle {
             inner,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
+            armed: false,
         }
     }
 }
@@ -141,13 +144,28 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(r) => {
-                this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+                *this.armed = false;
                 Poll::Ready(r.map(|r| r.map_err(Into::into)))
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.timeout))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let deadline = Instant::now() + *this.timeout;
+                let sleep = match this.sleep {
+                    Some(s) => {
+                        if !*this.armed {
+                            s.as_mut().reset(deadline);
+                        }
+                        s
+                    }
+                    None => this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                *this.armed = true;
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -493,6 +511,20 @@ mod tests {
         let b = r.attempt();
         assert!(collect(a).await.is_err(), "superseded attempt must fail");
         drop(b);
+    }
+
+    #[tokio::test]
+    async fn idle_bodies_time_out() {
+        let silent = http_body_util::StreamBody::new(futures::stream::pending::<
+            Result<Frame<Bytes>, BoxError>,
+        >());
+        let b = Idle::new(silent, Duration::from_millis(50)).boxed_unsync();
+        let started = std::time::Instant::now();
+        let err = collect(b).await.expect_err("idle");
+        assert!(err.downcast_ref::<IdleTimeout>().is_some(), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let b = Idle::new(chunks(&["a", "b"]), Duration::from_millis(50)).boxed_unsync();
+        assert_eq!(collect(b).await.expect("ready body"), "ab");
     }
 
     #[tokio::test]

@@ -137,7 +137,8 @@ async fn proxy(
         return Err((StatusCode::BAD_REQUEST, e.reason()));
     }
     if req.headers().len() > limits.max_headers
-        || headers::header_bytes(req.headers()) + req.uri().to_string().len()
+        || headers::header_bytes(req.headers())
+            + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
             > limits.max_header_bytes
     {
         inner.metrics.rejected.inc();
@@ -230,11 +231,15 @@ async fn proxy(
     let upgrade = ctx.version == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
-    let mut client_body: BoxBody = Idle::new(
-        Limited::new(incoming, limits.max_body_bytes),
-        snap.cfg.timeouts.idle,
-    )
-    .boxed_unsync();
+    let mut client_body: BoxBody = if http_body::Body::is_end_stream(&incoming) {
+        body::empty()
+    } else {
+        Idle::new(
+            Limited::new(incoming, limits.max_body_bytes),
+            snap.cfg.timeouts.idle,
+        )
+        .boxed_unsync()
+    };
     let mut txn: Option<Box<dyn Transaction>> = None;
     if let Some(policy) = &route.waf {
         let rid = ctx.request_id.to_str().unwrap_or("");
