@@ -1089,3 +1089,132 @@ async fn curl_speaks_http2_through_the_edge() {
     );
     edge.stop().await;
 }
+
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<tandem_edge::AccessEntry>>);
+
+impl tandem_edge::AccessLog for Collect {
+    fn log(&self, entry: tandem_edge::AccessEntry) {
+        self.0.lock().unwrap().push(entry);
+    }
+}
+
+#[tokio::test]
+async fn access_log_records_route_origin_retries_and_affinity() {
+    let a = Origin::start("a").await;
+    let dead = Origin::start("dead").await;
+    dead.kill();
+    let log = Arc::new(Collect::default());
+    let t = format!(
+        r#"
+[edge.routes.app]
+domains = ["app.example.com"]
+group = "web"
+[edge.groups.web]
+affinity = {{ cookie = "aff" }}
+[[edge.groups.web.origins]]
+name = "dead"
+address = "{}"
+[[edge.groups.web.origins]]
+name = "a"
+address = "{}"
+priority = 2
+"#,
+        dead.addr, a.addr
+    );
+    let l2 = log.clone();
+    let edge = TestEdge::start_with(&t, APP, move |mut o| {
+        o.access_log = l2;
+        o
+    })
+    .await;
+    // The harness turns the log off in config; turn it on with a reload of the same text.
+    let text = format!(
+        "{REGIONS}\n[edge]\naccess_log = true\n{t}\n[edge.instances.eastus]\nhttps = [\"127.0.0.1:0\"]\n[[edge.certificates]]\ndomains = [\"app.example.com\"]\ncert = {:?}\nkey = {:?}\n",
+        edge.pki.dir.path().join("app.crt").display().to_string(),
+        edge.pki.dir.path().join("app.key").display().to_string()
+    );
+    let cfg = tandem_config::parse(&text, "t.toml").unwrap();
+    edge.edge.reload(&cfg).unwrap();
+    let c = edge.client(&["app.example.com"]);
+    let r = c
+        .get(edge.url("app.example.com", "/stream?x=1"))
+        .send()
+        .await
+        .unwrap();
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(r.text().await.unwrap().len(), 35);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let entries = log.0.lock().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(e.request_id, rid);
+    assert_eq!(e.host, "app.example.com");
+    assert_eq!(e.path, "/stream?x=1");
+    assert_eq!(e.status, 200);
+    assert_eq!(e.route.as_deref(), Some("app"));
+    assert_eq!(e.group.as_deref(), Some("web"));
+    assert_eq!(e.origin.as_deref(), Some("a"));
+    assert_eq!(e.retries, 1);
+    assert_eq!(e.affinity, Some("set"));
+    assert_eq!(e.bytes_sent, 35);
+    assert!(e.complete);
+    assert_eq!(e.protocol, "HTTP/2");
+    let line = serde_json::to_string(e).unwrap();
+    assert!(line.contains("\"latency_ms\""), "{line}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn config_reload_swaps_routes_and_keeps_connections() {
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    let body = |target: &Origin| {
+        format!(
+            "[edge.routes.app]\ndomains = [\"app.example.com\"]\ngroup = \"web\"\n{}",
+            one_group("web", &[target], "")
+        )
+    };
+    let edge = TestEdge::start(&body(&a), APP).await;
+    let c = edge.client(&["app.example.com"]);
+    let r = c
+        .get(edge.url("app.example.com", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-origin"], "a");
+    // A slow request in flight across the reload.
+    let (c2, url) = (c.clone(), edge.url("app.example.com", "/slow/400"));
+    let inflight = tokio::spawn(async move { c2.get(url).send().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cert = edge.pki.dir.path().join("app.crt");
+    let key = edge.pki.dir.path().join("app.key");
+    let text = format!(
+        "{REGIONS}\n[edge]\n{}\n[edge.instances.eastus]\nhttps = [\"127.0.0.1:0\"]\n[[edge.certificates]]\ndomains = [\"app.example.com\"]\ncert = {:?}\nkey = {:?}\n",
+        body(&b),
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    edge.edge
+        .reload(&tandem_config::parse(&text, "t.toml").unwrap())
+        .unwrap();
+    let r = c
+        .get(edge.url("app.example.com", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-origin"], "b", "same connection, new routes");
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-origin"],
+        "a",
+        "the in-flight request finished on the old one"
+    );
+    // A config that does not load is refused and the running one stays.
+    let bad = text.replace(
+        &format!("{:?}", key.display().to_string()),
+        "\"/nonexistent.key\"",
+    );
+    assert!(tandem_config::parse(&bad, "t.toml").is_err());
+    edge.stop().await;
+}
