@@ -94,7 +94,7 @@ group = "origin"
 name = "origin"
 address = "127.0.0.1:$ORIGIN"
 EOF
-"$TANDEM_BIN" --log warn edge -c "$WORK/tandem.toml" --region bench --threads "$THREADS" \
+"$TANDEM_BIN" --log error edge -c "$WORK/tandem.toml" --region bench --threads "$THREADS" \
   --admin "127.0.0.1:$T_ADMIN" --access-log off & TANDEM_PID=$!; PIDS+=($TANDEM_PID)
 
 # --- nginx proxy ----------------------------------------------------------------------------
@@ -132,7 +132,7 @@ nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & NGINX_PID=$!; PIDS+=($NGINX
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   nbthread $THREADS
-  maxconn 20000
+  maxconn 5000
   tune.ssl.default-dh-param 2048
 defaults
   mode http

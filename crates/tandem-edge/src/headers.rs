@@ -134,41 +134,81 @@ fn strip_port(h: &str) -> String {
     }
 }
 
+/// How a client appears in forwarding headers, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct ClientNode {
+    /// The address as text, for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// The `for=` node of `Forwarded` (IPv6 quoted and bracketed, RFC 7239).
+    pub node: String,
+}
+
+impl ClientNode {
+    /// For a client address.
+    pub fn new(client: SocketAddr) -> Self {
+        let ip = client.ip();
+        let text = ip.to_string();
+        ClientNode {
+            ip: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            node: match ip {
+                IpAddr::V4(_) => text,
+                IpAddr::V6(_) => format!("\"[{text}]\""),
+            },
+        }
+    }
+}
+
 /// Append the client to `X-Forwarded-For` and `Forwarded`, and set `X-Forwarded-Proto` and
 /// `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &str, host: &str) {
-    let ip = client.ip();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientNode, scheme: &str, host: &str) {
+    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let mut xff = String::with_capacity(prev.len() + 2 + client.ip.len());
+            xff.push_str(prev);
+            xff.push_str(", ");
+            xff.push_str(client.ip.to_str().unwrap_or(""));
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        _ => {
+            headers.insert("x-forwarded-for", client.ip.clone());
+        }
     }
     headers.insert(
         "x-forwarded-proto",
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", v.clone());
-    }
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let host_q = if host
+    let host_ok = host
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-    {
-        host.to_string()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    let prev = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.trim().is_empty());
+    let mut fwd = String::with_capacity(
+        prev.map_or(0, |p| p.len() + 2) + client.node.len() + host.len() + 32,
+    );
+    if let Some(p) = prev {
+        fwd.push_str(p);
+        fwd.push_str(", ");
+    }
+    fwd.push_str("for=");
+    fwd.push_str(&client.node);
+    fwd.push_str(";host=");
+    if host_ok {
+        fwd.push_str(host);
     } else {
-        format!("\"{}\"", host.replace(['"', '\\'], ""))
-    };
-    let elem = format!("for={node};host={host_q};proto={scheme}");
-    let fwd = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {elem}"),
-        _ => elem,
-    };
+        fwd.push('"');
+        fwd.extend(host.chars().filter(|c| *c != '"' && *c != '\\'));
+        fwd.push('"');
+    }
+    fwd.push_str(";proto=");
+    fwd.push_str(scheme);
     if let Ok(v) = HeaderValue::from_str(&fwd) {
         headers.insert(header::FORWARDED, v);
     }
@@ -194,9 +234,15 @@ impl Default for RequestIds {
 impl RequestIds {
     /// The next id.
     pub fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let s = format!("{:016x}{:016x}", self.prefix, n);
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let mut buf = [0u8; 32];
+        for (i, word) in [self.prefix, n].into_iter().enumerate() {
+            for j in 0..16 {
+                buf[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+            }
+        }
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 
@@ -305,7 +351,7 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "192.0.2.1")]);
         add_forwarded(
             &mut h,
-            "[2001:db8::5]:1234".parse().expect("addr"),
+            &ClientNode::new("[2001:db8::5]:1234".parse().expect("addr")),
             "https",
             "app.example.com",
         );
@@ -345,5 +391,11 @@ mod tests {
         let b = ids.next();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        assert!(
+            a.to_str()
+                .expect("ascii")
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit())
+        );
     }
 }

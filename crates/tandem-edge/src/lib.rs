@@ -130,7 +130,7 @@ pub(crate) struct RouteRt {
     pub(crate) http: HttpMode,
     pub(crate) waf: Option<String>,
     pub(crate) hsts: bool,
-    pub(crate) metrics: RouteMetrics,
+    pub(crate) metrics: Arc<RouteMetrics>,
 }
 
 /// Per-group metric handles.
@@ -311,7 +311,7 @@ impl Edge {
                 http: r.http,
                 waf: r.waf.clone(),
                 hsts: r.hsts,
-                metrics: inner.metrics.route(&r.name),
+                metrics: Arc::new(inner.metrics.route(&r.name)),
             })
             .collect();
         let https_port = cfg

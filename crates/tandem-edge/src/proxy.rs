@@ -56,7 +56,7 @@ impl Scheme {
 }
 
 /// The client connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub client: SocketAddr,
@@ -64,6 +64,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// HTTP or HTTPS.
     pub scheme: Scheme,
+    /// The client in forwarding headers, formatted once per connection.
+    pub node: Arc<headers::ClientNode>,
 }
 
 /// What the log phase needs, filled in as the request goes.
@@ -280,7 +282,7 @@ async fn proxy(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::add_forwarded(
         &mut parts.headers,
-        ctx.info.client,
+        &ctx.info.node,
         ctx.info.scheme.as_str(),
         &ctx.host,
     );
@@ -348,7 +350,12 @@ async fn proxy(
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
-        let mut h = parts.headers.clone();
+        // The last possible attempt takes the headers; earlier ones keep them for a retry.
+        let mut h = if tried.len() >= max_attempts {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         let host_value = origin
             .host_header
             .clone()
@@ -609,7 +616,7 @@ fn finish(
     {
         h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
-    let route_metrics = ctx.route.map(|r| snap.routes[r].metrics.clone());
+    let route_metrics = ctx.route.map(|r| Arc::clone(&snap.routes[r].metrics));
     let log = snap.cfg.access_log.then(|| inner.access_log.clone());
     if route_metrics.is_none() && log.is_none() {
         return resp;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
 use crate::error::EdgeError;
+use crate::headers::ClientNode;
 use crate::proxy::{ConnInfo, Scheme};
 
 /// Bind a listener with SO_REUSEADDR and a deep backlog.
@@ -139,6 +140,7 @@ async fn serve_connection(
                 client: peer,
                 local,
                 scheme: Scheme::Https,
+                node: Arc::new(ClientNode::new(peer)),
             };
             if h2 {
                 let b = builder.clone().http2_only();
@@ -153,6 +155,7 @@ async fn serve_connection(
                 client: peer,
                 local,
                 scheme: Scheme::Http,
+                node: Arc::new(ClientNode::new(peer)),
             };
             drive(inner, builder, TokioIo::new(stream), info, cancel, drain).await;
         }
@@ -170,20 +173,21 @@ async fn drive<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let inner2 = inner.clone();
-    let service = service_fn(move |req| crate::proxy::handle(inner2.clone(), info, req));
+    let client = info.client;
+    let service = service_fn(move |req| crate::proxy::handle(inner2.clone(), info.clone(), req));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                tracing::debug!(client = %info.client, error = %e, "connection ended with an error");
+                tracing::debug!(client = %client, error = %e, "connection ended with an error");
             }
         }
         _ = cancel.cancelled() => {
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(drain, conn.as_mut()).await {
                 Ok(_) => {}
-                Err(_) => tracing::warn!(client = %info.client, "connection still busy after the drain timeout; closing it"),
+                Err(_) => tracing::warn!(client = %client, "connection still busy after the drain timeout; closing it"),
             }
         }
     }

@@ -33,11 +33,18 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One thread: a current-thread runtime, which wakes tasks without cross-thread
+    // synchronisation; more: the work-stealing runtime.
+    let mut rt = match a.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     rt.enable_all();
-    if let Some(n) = a.threads {
-        rt.worker_threads(n.max(1));
-    }
     rt.build()?.block_on(serve(a))
 }
 
