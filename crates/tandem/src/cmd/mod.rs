@@ -2,6 +2,11 @@
 
 mod check;
 mod edge;
+mod dns;
+mod lab;
+mod status;
+mod up;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,10 +29,20 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the local multi-region lab (built in, or from -c FILE).
+    Up(up::Args),
+    /// Run the global DNS traffic manager.
+    Dns(dns::Args),
     /// Validate a config file and report every problem with its line and key.
     Check(check::Args),
     /// Run the edge proxy of one region (TLS, routes, origin failover, rules).
     Edge(edge::Args),
+    /// Volume replication: replicate, keep standbys, restore, activate, reverse.
+    Volume(volume::Args),
+    /// Show regions, endpoints, health and traffic of a running Tandem.
+    Status(status::Args),
+    /// Fail and restore regions of a running lab.
+    Lab(lab::Args),
 }
 
 /// The config file option, shared by the commands that read one.
@@ -45,7 +60,22 @@ pub(crate) struct ConfigArg {
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Up(a) => up::run(a),
+        Command::Dns(a) => dns::run(a),
         Command::Check(a) => check::run(a),
         Command::Edge(a) => edge::run(a),
+        Command::Volume(a) => volume::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Lab(a) => lab::run(a),
+    }
+}
+
+/// `127.0.0.1:9090` or `http://host:port` → `http://host:port` (no trailing slash).
+pub(crate) fn admin_base(addr: &str) -> String {
+    let a = addr.trim_end_matches('/');
+    if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
     }
 }
