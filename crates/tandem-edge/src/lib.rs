@@ -358,8 +358,13 @@ impl Edge {
 
     /// Serve on `listeners` until `cancel`, then stop accepting, let in-flight requests finish
     /// (up to `timeouts.drain`) and return. Probes and certificate reloads run meanwhile.
+    ///
+    /// `run` may be called again after it returned (with newly bound listeners): that is how
+    /// the lab fails and restores a region. Probes keep running between runs; stop them with
+    /// [`Edge::stop_probes`] when the edge is done for good.
     pub async fn run(&self, listeners: Listeners, cancel: CancellationToken) {
         let tracker = self.inner.tracker.clone();
+        tracker.reopen();
         if !listeners.https.is_empty() && self.inner.resolver.is_empty() {
             tracing::error!("{}", EdgeError::NoCertificates);
         }
@@ -442,9 +447,13 @@ impl Edge {
             ));
         }
         cancel.cancelled().await;
-        self.inner.probe_token.cancel();
         tracker.close();
         tracker.wait().await;
+    }
+
+    /// Stop the active probes and wait for them (final shutdown).
+    pub async fn stop_probes(&self) {
+        self.inner.probe_token.cancel();
         self.inner.prober.closed().await;
     }
 

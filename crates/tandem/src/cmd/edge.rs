@@ -88,7 +88,9 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
                 &cfg.regions,
                 cfg.admin.token.clone(),
                 registry,
-                vec![Arc::new(tandem_edge::admin::EdgeComponent(edge.clone()))],
+                vec![Arc::new(tandem_edge::admin::EdgeComponent(vec![
+                    edge.clone(),
+                ]))],
             );
             let l = tandem_admin::Admin::bind(addr).await?;
             tracing::info!(%addr, "admin API listening");
@@ -133,6 +135,7 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
         });
     }
     edge.run(listeners, cancel.clone()).await;
+    edge.stop_probes().await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -1,8 +1,8 @@
 //! Subcommands. Each lives in its own module with its clap `Args` and a `run` function.
 
 mod check;
-mod edge;
 mod dns;
+mod edge;
 mod lab;
 mod status;
 mod up;
