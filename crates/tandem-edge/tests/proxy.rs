@@ -1218,3 +1218,99 @@ async fn config_reload_swaps_routes_and_keeps_connections() {
     assert!(tandem_config::parse(&bad, "t.toml").is_err());
     edge.stop().await;
 }
+
+/// A stand-in for the WAF: blocks on a header, or on a body containing "attack".
+struct TestWaf;
+
+struct TestTxn {
+    header_hit: bool,
+    wants_body: bool,
+}
+
+impl tandem_edge::Transaction for TestTxn {
+    fn request_headers(&mut self) -> tandem_edge::Verdict {
+        if self.header_hit {
+            tandem_edge::Verdict::Block {
+                status: http::StatusCode::FORBIDDEN,
+                body: "blocked by test policy".into(),
+            }
+        } else {
+            tandem_edge::Verdict::Continue
+        }
+    }
+    fn wants_body(&self) -> bool {
+        self.wants_body
+    }
+    fn request_body(&mut self, body: &bytes::Bytes, _truncated: bool) -> tandem_edge::Verdict {
+        if body.windows(6).any(|w| w == b"attack") {
+            tandem_edge::Verdict::Block {
+                status: http::StatusCode::FORBIDDEN,
+                body: "blocked body".into(),
+            }
+        } else {
+            tandem_edge::Verdict::Continue
+        }
+    }
+}
+
+impl tandem_edge::RequestInspector for TestWaf {
+    fn transaction(
+        &self,
+        head: &tandem_edge::RequestHead<'_>,
+    ) -> Option<Box<dyn tandem_edge::Transaction>> {
+        assert_eq!(head.policy, "strict");
+        Some(Box::new(TestTxn {
+            header_hit: head.headers.contains_key("x-attack"),
+            wants_body: head.method == http::Method::POST,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn the_waf_phase_sees_headers_and_bodies_of_waf_routes_only() {
+    let a = Origin::start("a").await;
+    let t = format!(
+        "[edge.routes.guarded]\ndomains = [\"app.example.com\"]\ngroup = \"web\"\nwaf = \"strict\"\n\
+         [edge.routes.open]\ndomains = [\"open.example.com\"]\ngroup = \"web\"\n{}",
+        one_group("web", &[&a], "")
+    );
+    let edge = TestEdge::start_with(&t, APP, |mut o| {
+        o.inspector = Arc::new(TestWaf);
+        o
+    })
+    .await;
+    let c = edge.client(&["app.example.com", "open.example.com"]);
+    let r = c
+        .get(edge.url("app.example.com", "/"))
+        .header("x-attack", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), "blocked by test policy");
+    let r = c
+        .post(edge.url("app.example.com", "/"))
+        .body("an attack in the body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A clean body is buffered for inspection and still reaches the origin whole.
+    let r = c
+        .post(edge.url("app.example.com", "/"))
+        .body(vec![b'x'; 300_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["body_len"], 300_000);
+    // Routes without a policy are not inspected.
+    let r = c
+        .get(edge.url("open.example.com", "/"))
+        .header("x-attack", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    edge.stop().await;
+}
