@@ -278,8 +278,17 @@ async fn proxy(
     }
 
     // 5. upstream request head
-    let client_host_header = parts.headers.get(header::HOST).cloned();
+    // HTTP/1.1 sends Host; HTTP/2 sends :authority, which becomes Host towards the origin.
+    let client_host_header = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // hyper already answered `100 Continue` to the client when the body was first read; the
+    // origin gets the body without waiting for its own 100.
+    parts.headers.remove(header::EXPECT);
     headers::add_forwarded(
         &mut parts.headers,
         &ctx.info.node,

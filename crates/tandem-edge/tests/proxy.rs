@@ -55,7 +55,12 @@ async fn https_h2_and_http1_reach_the_origin_with_forwarding_headers() {
         j["version"], "HTTP/1.1",
         "origins are spoken to in HTTP/1.1"
     );
-    assert_eq!(header(&j, "host"), Some("app.example.com"));
+    let host = format!("app.example.com:{}", edge.https.port());
+    assert_eq!(
+        header(&j, "host"),
+        Some(host.as_str()),
+        "HTTP/2's :authority becomes the Host, as an HTTP/1.1 client would send it"
+    );
     assert_eq!(header(&j, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(header(&j, "x-forwarded-proto"), Some("https"));
     assert_eq!(header(&j, "x-forwarded-host"), Some("app.example.com"));
