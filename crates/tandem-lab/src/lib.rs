@@ -12,6 +12,7 @@
 //! the lab's certificate authority, and keeps the handles needed to stop and start them.
 
 mod app;
+mod edge;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,6 +80,12 @@ pub enum LabError {
     /// The DNS server failed to start.
     #[error(transparent)]
     Dns(#[from] tandem_dns::DnsError),
+    /// An edge proxy failed to start.
+    #[error(transparent)]
+    EdgeConfig(#[from] tandem_edge::EdgeError),
+    /// An edge proxy could not listen.
+    #[error("edge: {0}")]
+    Edge(String),
     /// The admin API could not bind.
     #[error(transparent)]
     Admin(#[from] tandem_admin::AdminError),
@@ -220,6 +227,15 @@ impl Lab {
             services.push(app);
         }
         let mut components: Vec<Arc<dyn Component>> = Vec::new();
+        let edges = edge::start(cfg, &ca, &mut registry, &shutdown, &tracker).await?;
+        if !edges.is_empty() {
+            components.push(Arc::new(tandem_edge::admin::EdgeComponent(
+                edges.iter().map(|e| e.edge.clone()).collect(),
+            )));
+        }
+        for e in &edges {
+            services.push(e.clone());
+        }
         let mut dns_addrs = Vec::new();
         let mut dns_server = None;
         if let Some(dns_cfg) = &cfg.dns {

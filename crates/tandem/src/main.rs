@@ -7,6 +7,11 @@ mod signals;
 
 use clap::Parser;
 
+// The proxy allocates and frees small buffers per request; mimalloc's thread-local free lists
+// cut that cost by half against glibc's malloc (bench/edge/run.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cmd::Cli::parse();
     logging::init(&cli.log);

@@ -13,6 +13,20 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 
 /// A port free for both UDP and TCP on `ip` right now.
+/// A TCP port free on every one of `ips` (the lab's edges share one port across regions).
+fn free_port_on(ips: &[&str]) -> u16 {
+    for _ in 0..50 {
+        let port = free_port(ips[0]);
+        if ips[1..]
+            .iter()
+            .all(|ip| std::net::TcpListener::bind(format!("{ip}:{port}")).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on {ips:?}");
+}
+
 fn free_port(ip: &str) -> u16 {
     for _ in 0..50 {
         let u = UdpSocket::bind(format!("{ip}:0")).unwrap();
@@ -278,11 +292,16 @@ fn lab_fails_a_region_and_dns_moves_within_two_seconds() {
     let dns_port = free_port("127.0.0.1");
     let admin_port = free_port("127.0.0.1");
     let app_port = free_port("127.0.1.10");
+    let edge_http = free_port_on(&["127.0.1.1", "127.0.2.1"]);
+    let edge_https = free_port_on(&["127.0.1.1", "127.0.2.1"]);
     let cfg = lab
         .replace("127.0.0.1:5353", &format!("127.0.0.1:{dns_port}"))
         .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin_port}"))
         .replace(":8000", &format!(":{app_port}"))
-        .replace("port = 8000", &format!("port = {app_port}"));
+        .replace("port = 8000", &format!("port = {app_port}"))
+        .replace(":8080", &format!(":{edge_http}"))
+        .replace("port = 8080", &format!("port = {edge_http}"))
+        .replace(":8443", &format!(":{edge_https}"));
     let path = dir.path().join("lab.toml");
     std::fs::write(&path, cfg).unwrap();
     let p = Proc::start(&["up", "-c", path.to_str().unwrap()], dir.path());
@@ -299,7 +318,7 @@ fn lab_fails_a_region_and_dns_moves_within_two_seconds() {
     );
     assert!(
         wait_for(Duration::from_secs(5), || query_a(dns, "app.tandem.test")
-            == Some(vec!["127.0.1.10".into()]))
+            == Some(vec!["127.0.1.1".into()]))
         .is_some()
     );
     let admin = format!("127.0.0.1:{admin_port}");
@@ -319,7 +338,7 @@ fn lab_fails_a_region_and_dns_moves_within_two_seconds() {
     let started = Instant::now();
     assert!(lab_cmd("fail").contains("eastus: failed"));
     let took = wait_for(Duration::from_secs(5), || {
-        query_a(dns, "app.tandem.test") == Some(vec!["127.0.2.10".into()])
+        query_a(dns, "app.tandem.test") == Some(vec!["127.0.2.1".into()])
     })
     .expect("DNS moves to westus");
     let failover = started.elapsed();
@@ -341,7 +360,7 @@ fn lab_fails_a_region_and_dns_moves_within_two_seconds() {
     assert!(lab_cmd("restore").contains("eastus: up"));
     assert!(
         wait_for(Duration::from_secs(5), || query_a(dns, "app.tandem.test")
-            == Some(vec!["127.0.1.10".into()]))
+            == Some(vec!["127.0.1.1".into()]))
         .is_some()
     );
     // Writes without the token are refused.

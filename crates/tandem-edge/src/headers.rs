@@ -1,0 +1,401 @@
+//! Proxy header hygiene as pure functions over header maps: hop-by-hop removal, the
+//! `X-Forwarded-*` family and `Forwarded` (RFC 7239), request ids and smuggling checks.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection and never cross a proxy (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Remove hop-by-hop headers, including those named in `Connection`. When `keep_upgrade` is
+/// set (a WebSocket handshake being passed through), `Connection: upgrade` and `Upgrade`
+/// survive.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if keep_upgrade && n == header::UPGRADE {
+            continue;
+        }
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP.iter() {
+        if keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(n);
+    }
+    headers.remove("proxy-connection");
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket over HTTP/1.1).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Why a request's framing is refused before it goes anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// Both `Content-Length` and `Transfer-Encoding`: the classic smuggling vector.
+    LengthAndChunked,
+    /// Several different `Content-Length` values.
+    ConflictingLengths,
+    /// A transfer coding other than a final `chunked`.
+    BadTransferEncoding,
+}
+
+impl FramingError {
+    /// A short reason for the 400 body and the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            FramingError::LengthAndChunked => {
+                "request has both Content-Length and Transfer-Encoding"
+            }
+            FramingError::ConflictingLengths => "request has conflicting Content-Length values",
+            FramingError::BadTransferEncoding => "unsupported Transfer-Encoding",
+        }
+    }
+}
+
+/// Refuse ambiguous message framing (RFC 9112 6.3): a proxy that guesses differently from its
+/// origin is how requests get smuggled.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), FramingError> {
+    let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if !te.is_empty() && !cl.is_empty() {
+        return Err(FramingError::LengthAndChunked);
+    }
+    if let Some(first) = cl.first()
+        && cl.iter().any(|v| v.as_bytes() != first.as_bytes())
+    {
+        return Err(FramingError::ConflictingLengths);
+    }
+    if !te.is_empty() {
+        let codings: Vec<String> = te
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        // Only a lone `chunked` is forwarded: other codings would reach the origin without
+        // the header that names them (Transfer-Encoding is hop-by-hop).
+        if codings != ["chunked"] {
+            return Err(FramingError::BadTransferEncoding);
+        }
+    }
+    Ok(())
+}
+
+/// The request's host without port, lower case: `:authority` (HTTP/2) or `Host`.
+pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
+    let raw = uri.authority().map(|a| a.host().to_string()).or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(strip_port)
+    })?;
+    let h = raw.trim_end_matches('.').to_ascii_lowercase();
+    if h.is_empty() { None } else { Some(h) }
+}
+
+fn strip_port(h: &str) -> String {
+    if let Some(rest) = h.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest).to_string();
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+        _ => h.to_string(),
+    }
+}
+
+/// How a client appears in forwarding headers, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct ClientNode {
+    /// The address as text, for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// The `for=` node of `Forwarded` (IPv6 quoted and bracketed, RFC 7239).
+    pub node: String,
+}
+
+impl ClientNode {
+    /// For a client address.
+    pub fn new(client: SocketAddr) -> Self {
+        let ip = client.ip();
+        let text = ip.to_string();
+        ClientNode {
+            ip: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            node: match ip {
+                IpAddr::V4(_) => text,
+                IpAddr::V6(_) => format!("\"[{text}]\""),
+            },
+        }
+    }
+}
+
+/// Append the client to `X-Forwarded-For` and `Forwarded`, and set `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientNode, scheme: &str, host: &str) {
+    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let mut xff = String::with_capacity(prev.len() + 2 + client.ip.len());
+            xff.push_str(prev);
+            xff.push_str(", ");
+            xff.push_str(client.ip.to_str().unwrap_or(""));
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        _ => {
+            headers.insert("x-forwarded-for", client.ip.clone());
+        }
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+    );
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    let prev = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.trim().is_empty());
+    let mut fwd = String::with_capacity(
+        prev.map_or(0, |p| p.len() + 2) + client.node.len() + host.len() + 32,
+    );
+    if let Some(p) = prev {
+        fwd.push_str(p);
+        fwd.push_str(", ");
+    }
+    fwd.push_str("for=");
+    fwd.push_str(&client.node);
+    fwd.push_str(";host=");
+    if host_ok {
+        fwd.push_str(host);
+    } else {
+        fwd.push('"');
+        fwd.extend(host.chars().filter(|c| *c != '"' && *c != '\\'));
+        fwd.push('"');
+    }
+    fwd.push_str(";proto=");
+    fwd.push_str(scheme);
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter, 32 hex digits; unique without
+/// coordination and cheap to make.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds {
+            prefix: rand::random(),
+            counter: AtomicU64::new(rand::random::<u32>() as u64),
+        }
+    }
+}
+
+impl RequestIds {
+    /// The next id.
+    pub fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 32];
+        for (i, word) in [self.prefix, n].into_iter().enumerate() {
+            for j in 0..16 {
+                buf[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+            }
+        }
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+/// Bytes of the request's header block, as a client would have sent it over HTTP/1.1 (used to
+/// apply one header limit to HTTP/1.1 and HTTP/2 alike).
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// The value of one cookie from the `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// One query parameter's raw value (not percent-decoded).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+            ("proxy-connection", "keep-alive"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        assert_eq!(
+            check_framing(&map(&[
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked")
+            ])),
+            Err(FramingError::LengthAndChunked)
+        );
+        assert_eq!(
+            check_framing(&map(&[("content-length", "5"), ("content-length", "6")])),
+            Err(FramingError::ConflictingLengths)
+        );
+        assert_eq!(
+            check_framing(&map(&[("transfer-encoding", "chunked, gzip")])),
+            Err(FramingError::BadTransferEncoding)
+        );
+        assert_eq!(
+            check_framing(&map(&[("transfer-encoding", "chunked, chunked")])),
+            Err(FramingError::BadTransferEncoding)
+        );
+        assert!(check_framing(&map(&[("transfer-encoding", "chunked")])).is_ok());
+        assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_ok());
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut h = map(&[("x-forwarded-for", "192.0.2.1")]);
+        add_forwarded(
+            &mut h,
+            &ClientNode::new("[2001:db8::5]:1234".parse().expect("addr")),
+            "https",
+            "app.example.com",
+        );
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 2001:db8::5");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::5]\";host=app.example.com;proto=https"
+        );
+    }
+
+    #[test]
+    fn hosts_cookies_queries() {
+        let uri: http::Uri = "/x".parse().expect("uri");
+        assert_eq!(
+            request_host(&uri, &map(&[("host", "App.Example.com:8443")])).as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(
+            request_host(&uri, &map(&[("host", "[::1]:80")])).as_deref(),
+            Some("::1")
+        );
+        let h = map(&[("cookie", "a=1; tandem_affinity=abc"), ("cookie", "b=2")]);
+        assert_eq!(cookie(&h, "tandem_affinity"), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+        assert_eq!(query_param("a=1&b=&c", "b"), Some(""));
+        assert_eq!(query_param("a=1&b=&c", "c"), Some(""));
+        assert_eq!(query_param("a=1", "z"), None);
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::default();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.to_str()
+                .expect("ascii")
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit())
+        );
+    }
+}

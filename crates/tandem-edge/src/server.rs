@@ -1,0 +1,194 @@
+//! Listeners and connections (mini-redis shape): an accept loop per listener bounded by a
+//! semaphore, a task per connection, TLS with a handshake deadline, HTTP/1.1 or HTTP/2 by
+//! ALPN (or the HTTP/2 preface on plain connections), and graceful shutdown that stops
+//! accepting, asks every connection to finish its in-flight requests and waits up to the
+//! drain timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::Inner;
+use crate::error::EdgeError;
+use crate::headers::ClientNode;
+use crate::proxy::{ConnInfo, Scheme};
+
+/// Bind a listener with SO_REUSEADDR and a deep backlog.
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
+    let err = |source| EdgeError::Bind { addr, source };
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    sock.set_reuse_address(true).map_err(err)?;
+    sock.set_nonblocking(true).map_err(err)?;
+    sock.bind(&addr.into()).map_err(err)?;
+    sock.listen(4096).map_err(err)?;
+    TcpListener::from_std(sock.into()).map_err(err)
+}
+
+fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
+    let snap = inner.snapshot.load();
+    let l = &snap.cfg.limits;
+    let t = &snap.cfg.timeouts;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // hyper refuses buffers under 8KiB; the exact limit is enforced per request (431).
+        .max_buf_size(l.max_header_bytes.max(8192) + 1024)
+        .max_headers(l.max_headers)
+        .header_read_timeout(t.client_header)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.max_concurrent_streams)
+        .max_header_list_size(l.max_header_bytes as u32)
+        .keep_alive_interval(Some(t.idle / 2))
+        .keep_alive_timeout(t.idle / 2);
+    b
+}
+
+pub(crate) async fn accept_loop(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    cancel: CancellationToken,
+) {
+    let local = listener.local_addr().ok();
+    let max = inner.snapshot.load().cfg.limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let builder = Arc::new(builder(&inner));
+    tracing::info!(listen = ?local, tls = tls.is_some(), "edge listening");
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let inner2 = inner.clone();
+        let tls = tls.clone();
+        let cancel = cancel.clone();
+        let builder = builder.clone();
+        inner.tracker.spawn(async move {
+            inner2.metrics.connections.inc();
+            serve_connection(&inner2, &builder, stream, peer, tls, cancel).await;
+            inner2.metrics.connections.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    inner: &Arc<Inner>,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    cancel: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (header_timeout, drain) = {
+        let s = inner.snapshot.load();
+        (s.cfg.timeouts.client_header, s.cfg.timeouts.drain)
+    };
+    match tls {
+        Some(acceptor) => {
+            let tls_stream = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        inner.metrics.tls_failures.inc();
+                        tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        inner.metrics.tls_failures.inc();
+                        tracing::debug!(client = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let info = ConnInfo {
+                client: peer,
+                local,
+                scheme: Scheme::Https,
+                node: Arc::new(ClientNode::new(peer)),
+            };
+            if h2 {
+                let b = builder.clone().http2_only();
+                drive(inner, &b, TokioIo::new(tls_stream), info, cancel, drain).await;
+            } else {
+                let b = builder.clone().http1_only();
+                drive(inner, &b, TokioIo::new(tls_stream), info, cancel, drain).await;
+            }
+        }
+        None => {
+            let info = ConnInfo {
+                client: peer,
+                local,
+                scheme: Scheme::Http,
+                node: Arc::new(ClientNode::new(peer)),
+            };
+            drive(inner, builder, TokioIo::new(stream), info, cancel, drain).await;
+        }
+    }
+}
+
+async fn drive<I>(
+    inner: &Arc<Inner>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    info: ConnInfo,
+    cancel: CancellationToken,
+    drain: std::time::Duration,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let inner2 = inner.clone();
+    let client = info.client;
+    let service = service_fn(move |req| crate::proxy::handle(inner2.clone(), info.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(client = %client, error = %e, "connection ended with an error");
+            }
+        }
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(drain, conn.as_mut()).await {
+                Ok(_) => {}
+                Err(_) => tracing::warn!(client = %client, "connection still busy after the drain timeout; closing it"),
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Property tests: the pure parts of the request path (header hygiene, host and cookie
+//! parsing, route matching, the rules engine) never panic on arbitrary input, and route
+//! matching agrees with a brute-force reading of the precedence rules.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use proptest::prelude::*;
+use tandem_config::edge::{Action, Condition, Field, HttpMode, MatchMode, Op, Route, Rule};
+use tandem_edge::headers;
+use tandem_edge::route::RouteTable;
+use tandem_edge::rules::{RuleRequest, RuleSet};
+
+fn header_map(pairs: &[(String, Vec<u8>)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            h.append(k, v);
+        }
+    }
+    h
+}
+
+fn names() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("content-length".to_string()),
+        Just("transfer-encoding".to_string()),
+        Just("connection".to_string()),
+        Just("upgrade".to_string()),
+        Just("host".to_string()),
+        Just("cookie".to_string()),
+        Just("x-forwarded-for".to_string()),
+        Just("forwarded".to_string()),
+        "[a-z-]{1,12}",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn header_functions_never_panic(
+        pairs in proptest::collection::vec((names(), proptest::collection::vec(any::<u8>(), 0..40)), 0..12),
+        path in "/[ -~]{0,30}",
+        cookie_name in "[a-z_]{1,8}",
+        keep_upgrade in any::<bool>(),
+    ) {
+        let mut h = header_map(&pairs);
+        let _ = headers::check_framing(&h);
+        let _ = headers::is_upgrade(&h);
+        let uri: http::Uri = "/".parse().unwrap();
+        if let Some(host) = headers::request_host(&uri, &h) {
+            headers::add_forwarded(
+                &mut h,
+                &headers::ClientNode::new("[::1]:9".parse().unwrap()),
+                "https",
+                &host,
+            );
+        }
+        let _ = headers::cookie(&h, &cookie_name);
+        let _ = headers::query_param(&path, &cookie_name);
+        headers::strip_hop_by_hop(&mut h, keep_upgrade);
+        prop_assert!(!h.contains_key("transfer-encoding"));
+        prop_assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn exact_host_and_longest_path_win(
+        seg in "[a-z]{1,6}",
+        rest in "[a-z/]{0,10}",
+    ) {
+        let route = |name: &str, domains: &[&str], paths: &[String]| Route {
+            name: name.into(),
+            domains: domains.iter().map(|s| s.to_string()).collect(),
+            paths: paths.to_vec(),
+            methods: vec![],
+            group: Some("g".into()),
+            http: HttpMode::Serve,
+            waf: None,
+            hsts: false,
+        };
+        let routes = vec![
+            route("any", &["*"], &["/*".into()]),
+            route("wild", &["*.example.com"], &["/*".into()]),
+            route("exact-root", &["app.example.com"], &["/*".into()]),
+            route("exact-seg", &["app.example.com"], &[format!("/{seg}/*")]),
+        ];
+        let t = RouteTable::new(&routes);
+        let path = format!("/{seg}/{rest}");
+        let get = http::Method::GET;
+        prop_assert_eq!(t.find("app.example.com", &path, &get), Some(3));
+        prop_assert_eq!(t.find("app.example.com", "/", &get), Some(2));
+        prop_assert_eq!(t.find("x.example.com", &path, &get), Some(1));
+        prop_assert_eq!(t.find("example.org", &path, &get), Some(0));
+    }
+
+    #[test]
+    fn rules_never_panic(
+        path in "/[ -~]{0,30}",
+        query in proptest::option::of("[ -~]{0,20}"),
+        value in "[ -~]{0,10}",
+        to in "/[a-z$0-9]{0,10}",
+        location in "[ -~]{0,30}",
+    ) {
+        let rules = vec![
+            Rule {
+                name: "r".into(),
+                match_mode: MatchMode::Any,
+                conditions: vec![
+                    Condition { field: Field::Path, name: None, op: Op::Contains, values: vec![value.clone()], cidrs: vec![], negate: false, ignore_case: true },
+                    Condition { field: Field::Query, name: Some("a".into()), op: Op::Prefix, values: vec![value.clone()], cidrs: vec![], negate: true, ignore_case: false },
+                ],
+                actions: vec![
+                    Action::Rewrite { pattern: "^/([^/]*)(.*)$".into(), to: to.clone(), keep_query: false },
+                    Action::Redirect { status: 302, location: location.clone(), pattern: Some("^/(.*)$".into()) },
+                ],
+            },
+        ];
+        let set = RuleSet::compile(&rules, |_| None).unwrap();
+        let mut h = HeaderMap::new();
+        let mut req = RuleRequest {
+            host: "h",
+            path: path.clone(),
+            query: query.clone(),
+            headers: &mut h,
+            method: &http::Method::GET,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            scheme: "http",
+        };
+        let _ = set.apply(&mut req);
+    }
+}
