@@ -19,6 +19,7 @@
 
 pub mod body;
 pub mod error;
+pub mod ftw;
 pub mod operator;
 pub mod pattern;
 pub mod rule;

@@ -141,6 +141,19 @@ pub fn translate(p: &str) -> String {
             out.push(c);
             if let Some(&n) = b.get(i + 1) {
                 out.push(n);
+                // \x{...}, \p{...}: copy the braces verbatim.
+                if matches!(n, 'x' | 'p' | 'P') && b.get(i + 2) == Some(&'{') {
+                    let mut j = i + 2;
+                    while j < b.len() {
+                        out.push(b[j]);
+                        j += 1;
+                        if b[j - 1] == '}' {
+                            break;
+                        }
+                    }
+                    i = j;
+                    continue;
+                }
             }
             i += 2;
             continue;
