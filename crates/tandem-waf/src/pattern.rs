@@ -142,6 +142,20 @@ pub fn translate(p: &str) -> String {
             if let Some(&n) = b.get(i + 1) {
                 out.push(n);
                 // \x{...}, \p{...}: copy the braces verbatim.
+                if n == 'x' && b.get(i + 2) == Some(&'{') {
+                    // PCRE in byte mode: \x{hh} is the byte hh (Rust would read a code point).
+                    let close = b[i + 3..].iter().position(|&c| c == '}');
+                    if let Some(len) = close {
+                        let hex: String = b[i + 3..i + 3 + len].iter().collect();
+                        if let Ok(v) = u32::from_str_radix(&hex, 16)
+                            && v <= 0xff
+                        {
+                            out.push_str(&format!("{v:02x}"));
+                            i += 4 + len;
+                            continue;
+                        }
+                    }
+                }
                 if matches!(n, 'x' | 'p' | 'P') && b.get(i + 2) == Some(&'{') {
                     let mut j = i + 2;
                     while j < b.len() {
@@ -272,6 +286,9 @@ mod tests {
         assert_eq!(translate(r"[a&&b]"), r"[a\&\&b]");
         assert_eq!(translate(r"a{2,3}b{c}"), r"a{2,3}b\{c\}");
         assert_eq!(translate(r"[[:alpha:]]"), r"[[:alpha:]]");
+        assert_eq!(translate(r"\x{e2}\x{100}"), r"\xe2\x{100}");
+        let p = Pattern::new(r"\x{e2}\x80").expect("compiles");
+        assert!(p.is_match(b"\xe2\x80").expect("decided"));
         for p in [r"[[a]", r"a{b", r"x}", r"[a&&b]", r"[\--9]"] {
             Pattern::new(p).unwrap_or_else(|e| panic!("{p}: {e}"));
         }

@@ -1384,7 +1384,11 @@ impl Transaction {
             ),
             Var::ReqbodyError => flag(self.d.reqbody_error),
             Var::ReqbodyProcessorError => flag(self.d.reqbody_error),
-            Var::ReqbodyProcessor => self.d.processor.map(|p| p.name().as_bytes().to_vec()),
+            Var::ReqbodyProcessor => Some(
+                self.d
+                    .processor
+                    .map_or(Vec::new(), |p| p.name().as_bytes().to_vec()),
+            ),
             Var::UrlencodedError => flag(self.d.urlencoded_error),
             Var::InboundDataError | Var::OutboundDataError => flag(false),
             Var::MultipartStrictError => flag(self.d.multipart_strict_error),
