@@ -459,6 +459,9 @@ fn flatten(
             }
         }
         Value::Array(a) => {
+            // The array itself is an argument too (its length), as Coraza does, so rules on
+            // ARGS_NAMES see the key without an index.
+            out.push((key.clone(), a.len().to_string().into_bytes()));
             for (i, child) in a.iter().enumerate() {
                 let len = key.len();
                 key.push(b'.');
@@ -635,8 +638,9 @@ mod tests {
     #[test]
     fn json() {
         let p = parse_json(br#"{"a":{"b":[1,"x"]},"c":true}"#, 10, 100).expect("valid");
-        assert_eq!(p[0], (b"json.a.b.0".to_vec(), b"1".to_vec()));
-        assert_eq!(p[1], (b"json.a.b.1".to_vec(), b"x".to_vec()));
+        assert_eq!(p[0], (b"json.a.b".to_vec(), b"2".to_vec()));
+        assert_eq!(p[1], (b"json.a.b.0".to_vec(), b"1".to_vec()));
+        assert_eq!(p[2], (b"json.a.b.1".to_vec(), b"x".to_vec()));
         assert!(parse_json(b"{", 10, 100).is_err());
         assert!(parse_json(b"[[[[1]]]]", 2, 100).is_err());
     }

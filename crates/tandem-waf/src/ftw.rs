@@ -593,19 +593,25 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
     let mut lines = head.split(|&c| c == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let line = lines.next().unwrap_or_default();
     let parts: Vec<&[u8]> = line.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
-    if parts.len() != 3 {
+    // A request line without a version is HTTP/0.9: the server answers without a status
+    // line, which the client sees as an error, but the WAF still inspects it.
+    let http09 = parts.len() == 2;
+    if parts.len() != 3 && !http09 {
         res.error = true;
         res.status = 400;
         return res;
     }
-    let (method, uri, version) = (parts[0], parts[1], parts[2]);
+    let (method, uri, version) = (parts[0], parts[1], if http09 { &b"HTTP/0.9"[..] } else { parts[2] });
+    if http09 {
+        res.error = true;
+    }
     let valid_version = version.starts_with(b"HTTP/")
         && match &version[5..] {
             [d] => d.is_ascii_digit() && *d != b'0',
             [a, b'.', c] => a.is_ascii_digit() && *a != b'0' && c.is_ascii_digit(),
             _ => false,
         };
-    if !valid_version || !method.iter().all(|c| c.is_ascii_graphic()) {
+    if (!valid_version && !http09) || !method.iter().all(|c| c.is_ascii_graphic()) {
         res.status = 400;
         return res;
     }
@@ -633,6 +639,15 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
             .find(|(k, _)| k.eq_ignore_ascii_case(n))
             .map(|(_, v)| v.clone())
     };
+    // Like Apache, refuse a Host that is not a host name.
+    if let Some(h) = get(b"host")
+        && !h
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b".-_~:[]".contains(&c))
+    {
+        res.status = 400;
+        return res;
+    }
     let chunked = get(b"transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().windows(7).any(|w| w == b"chunked"));
     let body: Vec<u8> = if chunked {
@@ -660,6 +675,10 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
         request_id: "ftw".into(),
     };
     let mut tx = Transaction::new(rs.clone(), &head);
+    // The corpus checks matching, not latency: a loaded CI machine must not cut rules short.
+    tx.set_budget(crate::transaction::Budget {
+        time: std::time::Duration::from_secs(30),
+    });
     let mut status = 200u16;
     if let Some(i) = tx.process_request_headers() {
         status = i.status;

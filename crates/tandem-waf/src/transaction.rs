@@ -491,10 +491,11 @@ impl Transaction {
             Some(p) => (&no_frag[..p], &no_frag[p + 1..]),
             None => (no_frag, &b""[..]),
         };
-        d.filename = path.to_vec();
-        d.basename = match path.iter().rposition(|&c| c == b'/' || c == b'\\') {
-            Some(p) => path[p + 1..].to_vec(),
-            None => path.to_vec(),
+        // REQUEST_FILENAME is the percent-decoded path, as servers hand it to ModSecurity.
+        d.filename = crate::transform::percent_decode(path);
+        d.basename = match d.filename.iter().rposition(|&c| c == b'/' || c == b'\\') {
+            Some(p) => d.filename[p + 1..].to_vec(),
+            None => d.filename.clone(),
         };
         d.query = query.to_vec();
         let (args, bad) = body::parse_urlencoded(query, s.argument_separator, s.arguments_limit);
@@ -991,7 +992,7 @@ impl Transaction {
             None => Vec::new(),
         };
         let refs = self.collect(link);
-        let capture = starter.actions.capture || link.actions.capture;
+        let capture = link.actions.capture;
         let mut matched_any = false;
         let mut new_matched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut locs: Vec<Loc> = Vec::new();

@@ -439,7 +439,27 @@ pub(crate) fn url_decode(input: &[u8], out: &mut Vec<u8>, uni: bool) {
     }
 }
 
-/// Decode `%XX` only (no `+`), as the query-string and body parsers do for names and values.
+/// Decode `%XX` only (`+` stays), as paths are decoded.
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && i + 2 < input.len()
+            && input[i + 1].is_ascii_hexdigit()
+            && input[i + 2].is_ascii_hexdigit()
+        {
+            out.push(x2c(input[i + 1], input[i + 2]));
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Decode `%XX` and `+`, as the query-string and body parsers do for names and values.
 pub(crate) fn url_decode_args(input: &[u8], out: &mut Vec<u8>) {
     url_decode(input, out, false);
 }
