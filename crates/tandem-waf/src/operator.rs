@@ -22,6 +22,8 @@ pub struct Operator {
     pub name: &'static str,
     /// The argument as written, for logs.
     pub arg: String,
+    /// The argument's bytes when it has no macros (so nothing is expanded per use).
+    pub literal: Option<Vec<u8>>,
 }
 
 /// The operator and its compiled argument.
@@ -216,12 +218,18 @@ impl Operator {
                 ));
             }
         };
-        Ok(Operator {
+        let mut op = Operator {
             negated: raw.negated,
             kind,
             name,
             arg,
-        })
+            literal: None,
+        };
+        op.literal = op
+            .template()
+            .and_then(Template::as_literal)
+            .map(String::into_bytes);
+        Ok(op)
     }
 
     /// The template to expand before [`Operator::exec`], if the argument has macros.

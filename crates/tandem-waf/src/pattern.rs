@@ -94,6 +94,10 @@ impl Pattern {
         caps.clear();
         match &self.kind {
             Kind::Fast(re) => {
+                // Most values do not match: decide with the DFA first, capture only on a hit.
+                if !re.is_match(hay) {
+                    return Ok(false);
+                }
                 let Some(c) = re.captures(hay) else {
                     return Ok(false);
                 };

@@ -219,6 +219,7 @@ enum Store {
 struct VarRef {
     src: Src,
     var: Var,
+    /// The member name, unless it can be read from the pair (`Src::Pair`).
     name: Vec<u8>,
 }
 
@@ -371,6 +372,13 @@ impl TCache {
         mut locs: Option<&mut Vec<Loc>>,
     ) -> Loc {
         let mut loc = Loc::Base;
+        // The whole chain is usually cached already: one lookup instead of one per step.
+        if locs.is_none()
+            && let (Some((k, i)), Some(&(last, _))) = (key, steps.last())
+            && let Some(&l) = self.map.get(&(last, k, i))
+        {
+            return l;
+        }
         for &(node, t) in steps {
             if let Some((k, i)) = key
                 && let Some(&l) = self.map.get(&(node, k, i))
@@ -436,9 +444,12 @@ pub struct Transaction {
     limit_exceeded: bool,
     phases_done: u8,
     op_out: OpOutput,
+    refs_buf: Vec<VarRef>,
     /// Extra error-log lines (body parser errors), for tooling.
     notes: Vec<String>,
     evaluated: u32,
+    op_calls: u32,
+    silent_matches: u32,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -541,7 +552,11 @@ impl Transaction {
             matched_var: Vec::new(),
             matched_var_name: Vec::new(),
             matched_vars: Vec::new(),
-            cache: TCache::default(),
+            cache: TCache {
+                map: FastMap::with_capacity_and_hasher(256, Default::default()),
+                arena: Vec::with_capacity(4096),
+                scratch: Vec::with_capacity(1024),
+            },
             ctls: Ctls::default(),
             mode,
             request_body_access,
@@ -560,8 +575,11 @@ impl Transaction {
             limit_exceeded: false,
             phases_done: 0,
             op_out: OpOutput::default(),
+            refs_buf: Vec::with_capacity(64),
             notes: Vec::new(),
             evaluated: 0,
+            op_calls: 0,
+            silent_matches: 0,
         }
     }
 
@@ -767,7 +785,12 @@ impl Transaction {
         self.interruption.as_ref()
     }
 
-    /// Rules that matched, in order.
+    /// Rules with `nolog` that matched and decided nothing (not kept as records).
+    pub fn silent_matches(&self) -> u32 {
+        self.silent_matches
+    }
+
+    /// Rules that matched and log or disrupt, in order.
     pub fn matches(&self) -> &[MatchRecord] {
         &self.matches
     }
@@ -790,6 +813,11 @@ impl Transaction {
     /// Whether a regular expression gave up on its backtracking limit.
     pub fn regex_limit_exceeded(&self) -> bool {
         self.limit_exceeded
+    }
+
+    /// Operator executions so far (values inspected by rules).
+    pub fn operator_calls(&self) -> u32 {
+        self.op_calls
     }
 
     /// Rules evaluated so far.
@@ -913,6 +941,22 @@ impl Transaction {
     }
 
     fn on_full_match(&mut self, rule: &Rule, phase: u8) {
+        let disruptive = matches!(
+            rule.disruptive,
+            Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)
+        );
+        if let Some(s) = rule.actions.severity {
+            self.highest_severity = self.highest_severity.min(s);
+        }
+        if rule.log || disruptive {
+            self.record_match(rule, phase, disruptive);
+        } else {
+            self.silent_matches += 1;
+        }
+        self.disrupt(rule);
+    }
+
+    fn record_match(&mut self, rule: &Rule, phase: u8, disruptive: bool) {
         let msg = rule
             .actions
             .msg
@@ -925,13 +969,6 @@ impl Transaction {
             .as_ref()
             .map(|t| truncate(&lossy(&self.expand(t, Some(rule))), MATCH_DATA_LIMIT))
             .unwrap_or_default();
-        let disruptive = matches!(
-            rule.disruptive,
-            Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)
-        );
-        if let Some(s) = rule.actions.severity {
-            self.highest_severity = self.highest_severity.min(s);
-        }
         self.matches.push(MatchRecord {
             rule_id: rule.id,
             phase,
@@ -947,14 +984,13 @@ impl Transaction {
             file: rule.file.to_string(),
             line: rule.line,
         });
+    }
+
+    fn disrupt(&mut self, rule: &Rule) {
         match &rule.disruptive {
-            Disruptive::Allow(scope) => {
-                if self.mode == EngineMode::On || true {
-                    // allow is not disruptive to the client: it only stops inspection, in
-                    // detection mode too (as ModSecurity does).
-                    self.allow = Some(*scope);
-                }
-            }
+            // allow is not disruptive to the client: it only stops inspection, in detection
+            // mode too (as ModSecurity does).
+            Disruptive::Allow(scope) => self.allow = Some(*scope),
             Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)
                 if self.mode == EngineMode::On =>
             {
@@ -984,14 +1020,18 @@ impl Transaction {
         }
         let rs = self.rs.clone();
         let steps = rs.trie().path(link.tchain);
-        let arg: Vec<u8> = match link.op.template() {
-            Some(t) => match t.as_literal() {
-                Some(l) => l.into_bytes(),
-                None => self.expand(t, Some(starter)),
-            },
-            None => Vec::new(),
+        let expanded: Vec<u8>;
+        let arg: &[u8] = match (&link.op.literal, link.op.template()) {
+            (Some(l), _) => l,
+            (None, Some(t)) => {
+                expanded = self.expand(t, Some(starter));
+                &expanded
+            }
+            (None, None) => &[],
         };
-        let refs = self.collect(link);
+        let mut refs = std::mem::take(&mut self.refs_buf);
+        refs.clear();
+        self.collect(link, &mut refs);
         let capture = link.actions.capture;
         let mut matched_any = false;
         let mut new_matched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -1001,6 +1041,7 @@ impl Transaction {
             let base = self.d.value(r);
             let hit: Option<Vec<u8>>;
             {
+                self.op_calls += 1;
                 let mut op_out = std::mem::take(&mut self.op_out);
                 op_out.limit_exceeded = false;
                 let remote = self.d.remote_ip;
@@ -1016,7 +1057,7 @@ impl Transaction {
                             continue;
                         }
                         prev = Some(v);
-                        let m = link.op.exec(v, &arg, capture, remote, &mut op_out) != link.op.negated;
+                        let m = link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
                         if m {
                             found = Some(v.to_vec());
                             break;
@@ -1026,7 +1067,7 @@ impl Transaction {
                 } else {
                     let l = self.cache.run(base, key, steps, None);
                     let v = self.cache.get(base, l);
-                    let m = link.op.exec(v, &arg, capture, remote, &mut op_out) != link.op.negated;
+                    let m = link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
                     hit = m.then(|| v.to_vec());
                 }
                 if op_out.limit_exceeded {
@@ -1054,7 +1095,7 @@ impl Transaction {
             }
             let Some(value) = hit else { continue };
             matched_any = true;
-            let name = display_name(r);
+            let name = display_name(&self.d, r);
             self.matched_var = value.clone();
             self.matched_var_name = name.clone();
             new_matched.push((name, value));
@@ -1063,6 +1104,7 @@ impl Transaction {
         if matched_any {
             self.matched_vars = new_matched;
         }
+        self.refs_buf = refs;
         matched_any
     }
 
@@ -1164,6 +1206,12 @@ impl Transaction {
         }
     }
 
+    fn no_exclusions(&self, link: &Rule) -> bool {
+        link.exclusions.is_empty()
+            && self.ctls.removed_targets_by_id.is_empty()
+            && self.ctls.removed_targets_by_tag.is_empty()
+    }
+
     /// Whether the member `name` of `var` is excluded for this rule.
     fn excluded(&self, link: &Rule, var: Var, name: &[u8]) -> bool {
         let hit = |t: &Target| t.var == var && t.key.selects(name);
@@ -1185,11 +1233,10 @@ impl Transaction {
     }
 
     /// Enumerate the values a link inspects.
-    fn collect(&self, link: &Rule) -> Vec<VarRef> {
-        let mut out = Vec::new();
+    fn collect(&self, link: &Rule, out: &mut Vec<VarRef>) {
         for t in &link.targets {
             let before = out.len();
-            self.expand_target(link, t, &mut out);
+            self.expand_target(link, t, out);
             if t.count {
                 let n = out.len() - before;
                 out.truncate(before);
@@ -1203,7 +1250,6 @@ impl Transaction {
                 });
             }
         }
-        out
     }
 
     fn push_pairs(
@@ -1215,14 +1261,15 @@ impl Transaction {
         names: bool,
         out: &mut Vec<VarRef>,
     ) {
+        let no_exclusions = self.no_exclusions(link);
         for (i, (n, _)) in self.d.pairs(store).iter().enumerate() {
-            if !t.key.selects(n) || self.excluded(link, var, n) {
+            if !t.key.selects(n) || (!no_exclusions && self.excluded(link, var, n)) {
                 continue;
             }
             out.push(VarRef {
                 src: Src::Pair(store, i as u32, names),
                 var,
-                name: n.clone(),
+                name: Vec::new(),
             });
         }
     }
@@ -1277,27 +1324,34 @@ impl Transaction {
                 }
             }
             Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource => {
-                let coll = if v == Var::Tx {
-                    Some(&self.tx)
-                } else {
-                    None
-                };
-                let iter: Box<dyn Iterator<Item = (&String, &Vec<u8>)>> = match coll {
-                    Some(c) => Box::new(c.iter()),
-                    None => match self.other_colls.get(v.name()) {
-                        Some(c) => Box::new(c.iter()),
-                        None => Box::new(std::iter::empty()),
-                    },
-                };
-                for (k, val) in iter {
-                    if !t.key.selects(k.as_bytes()) || self.excluded(link, v, k.as_bytes()) {
-                        continue;
+                let no_exclusions = self.no_exclusions(link);
+                let mut push = |k: &String, val: &Vec<u8>| {
+                    if !t.key.selects(k.as_bytes())
+                        || (!no_exclusions && self.excluded(link, v, k.as_bytes()))
+                    {
+                        return;
                     }
                     out.push(VarRef {
                         src: Src::Owned(val.clone()),
                         var: v,
                         name: k.as_bytes().to_vec(),
                     });
+                };
+                if v == Var::Tx {
+                    // A literal key is a hash lookup, not a scan.
+                    if let Key::Name(k) = &t.key {
+                        if let Some((k, val)) = self.tx.get_key_value(k.as_str()) {
+                            push(k, val);
+                        }
+                    } else {
+                        for (k, val) in &self.tx {
+                            push(k, val);
+                        }
+                    }
+                } else if let Some(c) = self.other_colls.get(v.name()) {
+                    for (k, val) in c {
+                        push(k, val);
+                    }
                 }
             }
             Var::Env | Var::Geo | Var::Rule => {}
@@ -1318,7 +1372,7 @@ impl Transaction {
                 }
             }
             _ => {
-                if self.excluded(link, v, b"") {
+                if !self.no_exclusions(link) && self.excluded(link, v, b"") {
                     return;
                 }
                 if let Some(val) = self.scalar_owned(v) {
@@ -1518,11 +1572,15 @@ impl Transaction {
     }
 }
 
-fn display_name(r: &VarRef) -> Vec<u8> {
+fn display_name(d: &Data, r: &VarRef) -> Vec<u8> {
     let mut s = r.var.name().as_bytes().to_vec();
-    if !r.name.is_empty() {
+    let name: &[u8] = match &r.src {
+        Src::Pair(st, i, _) => d.pairs(*st).get(*i as usize).map_or(&[][..], |(n, _)| n),
+        _ => &r.name,
+    };
+    if !name.is_empty() {
         s.push(b':');
-        s.extend_from_slice(&r.name);
+        s.extend_from_slice(name);
     }
     s
 }
@@ -1588,9 +1646,9 @@ SecRule ARGS "@rx <script" "id:2,phase:1,deny,status:406,t:none,t:urlDecodeUni,t
         assert_eq!(i.status, 406);
         assert_eq!(i.rule_id, 2);
         assert_eq!(t.tx("score"), Some(&b"5"[..]));
-        assert_eq!(t.matches()[1].message, "XSS in ARGS:q");
-        assert_eq!(t.matches()[1].matched_value, "<script>");
-        assert!(!t.matches()[0].logged);
+        assert_eq!(t.matches()[0].message, "XSS in ARGS:q");
+        assert_eq!(t.matches()[0].matched_value, "<script>");
+        assert_eq!(t.silent_matches(), 1);
     }
 
     #[test]
@@ -1623,7 +1681,7 @@ SecRule &TX:skipped "@eq 0" "id:13,phase:1,pass"
     #[test]
     fn exclusions_and_ctl() {
         let rs = rs(r#"
-SecRule REQUEST_URI "@beginsWith /admin" "id:20,phase:1,pass,nolog,ctl:ruleRemoveTargetById=22;ARGS:pw"
+SecRule REQUEST_URI "@beginsWith /admin" "id:20,phase:1,pass,ctl:ruleRemoveTargetById=22;ARGS:pw"
 SecRule ARGS|!ARGS:token "@rx evil" "id:21,phase:1,pass"
 SecRule ARGS "@rx evil" "id:22,phase:1,pass"
 "#);
@@ -1639,7 +1697,7 @@ SecRule ARGS "@rx evil" "id:22,phase:1,pass"
     #[test]
     fn bodies() {
         let rs = rs(r#"
-SecRule REQUEST_HEADERS:Content-Type "@rx ^application/json" "id:30,phase:1,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^application/json" "id:30,phase:1,pass,ctl:requestBodyProcessor=JSON"
 SecRule ARGS:json.a.b "@streq x" "id:31,phase:2,pass"
 SecRule REQBODY_ERROR "!@eq 0" "id:32,phase:2,pass"
 "#);

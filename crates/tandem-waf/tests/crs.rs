@@ -1,0 +1,36 @@
+//! The OWASP CRS regression corpus, run in-process at paranoia level 4 in detection mode (the
+//! way CRS's own CI runs it), with the pass-rate floor the WAF is held to.
+
+use std::sync::Arc;
+
+use tandem_waf::ftw;
+
+/// The share of the corpus that must pass (skips count as not passing).
+const FLOOR: f64 = 0.95;
+
+#[test]
+fn crs_regression_corpus_pass_rate() {
+    let Some(dir) = ftw::default_crs_dir() else {
+        if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
+            panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
+        }
+        eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+        return;
+    };
+    let rs = Arc::new(ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
+    let skips = ftw::read_skips(&ftw::skips_file()).expect("skip list parses");
+    let report = ftw::run_corpus(&rs, &dir.join("tests/regression/tests"), &skips, &|_| true)
+        .expect("corpus runs");
+    eprint!("{}", report.render(true));
+    let total = report.total();
+    assert!(
+        total.passed + total.failed + total.skipped > 3000,
+        "the corpus looks incomplete: {total:?}"
+    );
+    assert!(
+        total.pass_rate() >= FLOOR,
+        "CRS corpus pass rate {:.1}% is below {:.0}%",
+        total.pass_rate() * 100.0,
+        FLOOR * 100.0
+    );
+}
