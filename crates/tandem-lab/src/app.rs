@@ -86,7 +86,8 @@ impl DemoApp {
                         let served = served.clone();
                         async move { Ok::<_, Infallible>(respond(&req, &region, local, &served)) }
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     tokio::select! {
                         _ = conn => {}
@@ -108,7 +109,12 @@ impl DemoApp {
     }
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, region: &str, addr: SocketAddr, served: &AtomicU64) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    region: &str,
+    addr: SocketAddr,
+    served: &AtomicU64,
+) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
         "/health" => (200, "ok\n".to_string()),
         _ => {
@@ -135,6 +141,10 @@ impl RegionService for DemoApp {
         Box::pin(self.halt())
     }
     fn start(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.listen().await.map_err(|e| format!("demo app {}: {e}", self.addr)) })
+        Box::pin(async move {
+            self.listen()
+                .await
+                .map_err(|e| format!("demo app {}: {e}", self.addr))
+        })
     }
 }

@@ -49,7 +49,9 @@ pub trait RegionService: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// The config has no `[lab]` section.
-    #[error("the config has no [lab] section; `tandem up` needs one (see examples/lab.toml), or run `tandem up` without -c for the built-in lab")]
+    #[error(
+        "the config has no [lab] section; `tandem up` needs one (see examples/lab.toml), or run `tandem up` without -c for the built-in lab"
+    )]
     NoLabSection,
     /// The lab directory could not be prepared.
     #[error("cannot prepare the lab directory {path}: {source}; pick a writable [lab] dir")]
@@ -60,7 +62,9 @@ pub enum LabError {
         source: std::io::Error,
     },
     /// A demo app could not bind.
-    #[error("the {region} demo app cannot listen on {addr}: {source}; is another lab running? stop it or change [lab.apps.{region}] listen")]
+    #[error(
+        "the {region} demo app cannot listen on {addr}: {source}; is another lab running? stop it or change [lab.apps.{region}] listen"
+    )]
     App {
         /// The region.
         region: String,
@@ -100,7 +104,10 @@ struct LabInner {
 impl LabInner {
     async fn fail(&self, region: &str) -> Result<usize, String> {
         if !self.regions.iter().any(|r| r == region) {
-            return Err(format!("no region {region:?} in this lab (regions: {})", self.regions.join(", ")));
+            return Err(format!(
+                "no region {region:?} in this lab (regions: {})",
+                self.regions.join(", ")
+            ));
         }
         let mut failed = self.failed.lock().await;
         let mut n = 0;
@@ -117,7 +124,10 @@ impl LabInner {
 
     async fn restore(&self, region: &str) -> Result<usize, String> {
         if !self.regions.iter().any(|r| r == region) {
-            return Err(format!("no region {region:?} in this lab (regions: {})", self.regions.join(", ")));
+            return Err(format!(
+                "no region {region:?} in this lab (regions: {})",
+                self.regions.join(", ")
+            ));
         }
         let mut failed = self.failed.lock().await;
         let mut n = 0;
@@ -135,8 +145,17 @@ impl LabInner {
             .iter()
             .map(|r| RegionState {
                 region: r.clone(),
-                state: if failed.contains(r) { "failed".into() } else { "up".into() },
-                serves: self.services.iter().filter(|s| s.region() == r).flat_map(|s| s.describe()).collect(),
+                state: if failed.contains(r) {
+                    "failed".into()
+                } else {
+                    "up".into()
+                },
+                serves: self
+                    .services
+                    .iter()
+                    .filter(|s| s.region() == r)
+                    .flat_map(|s| s.describe())
+                    .collect(),
             })
             .collect()
     }
@@ -169,13 +188,21 @@ impl Lab {
     pub async fn start(cfg: &Config, shutdown: CancellationToken) -> Result<Lab, LabError> {
         let lab = cfg.lab.as_ref().ok_or(LabError::NoLabSection)?;
         let dir = lab.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Dir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
         let ca = tandem_tls::LabCa::load_or_create(&dir)?;
         let token = match &cfg.admin.token {
             Some(t) => t.clone(),
             None => {
-                let t: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() & 0xF)).collect();
-                write_private(&token_path(&dir), &t).map_err(|source| LabError::Dir { path: token_path(&dir), source })?;
+                let t: String = (0..32)
+                    .map(|_| format!("{:x}", rand::random::<u8>() & 0xF))
+                    .collect();
+                write_private(&token_path(&dir), &t).map_err(|source| LabError::Dir {
+                    path: token_path(&dir),
+                    source,
+                })?;
                 Secret::new(t)
             }
         };
@@ -183,11 +210,13 @@ impl Lab {
         let mut registry = Registry::default();
         let mut services: Vec<Arc<dyn RegionService>> = Vec::new();
         for a in &lab.apps {
-            let app = DemoApp::start(&a.region, a.listen).await.map_err(|source| LabError::App {
-                region: a.region.clone(),
-                addr: a.listen,
-                source,
-            })?;
+            let app = DemoApp::start(&a.region, a.listen)
+                .await
+                .map_err(|source| LabError::App {
+                    region: a.region.clone(),
+                    addr: a.listen,
+                    source,
+                })?;
             services.push(app);
         }
         let mut components: Vec<Arc<dyn Component>> = Vec::new();
@@ -212,10 +241,18 @@ impl Lab {
             failed: Mutex::new(Vec::new()),
             regions: cfg.regions.iter().map(|r| r.name.clone()).collect(),
         });
-        components.insert(0, Arc::new(LabComponent { inner: inner.clone() }));
+        components.insert(
+            0,
+            Arc::new(LabComponent {
+                inner: inner.clone(),
+            }),
+        );
         let admin = Admin::new(&cfg.regions, Some(token), registry, components);
         let listener = Admin::bind(cfg.admin.listen).await?;
-        let admin_addr = listener.local_addr().map_err(|source| LabError::Dir { path: dir.clone(), source })?;
+        let admin_addr = listener.local_addr().map_err(|source| LabError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
         let t = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = admin.serve(listener, t).await {
@@ -285,17 +322,31 @@ impl Component for LabComponent {
         "lab"
     }
     fn status(&self) -> serde_json::Value {
-        let failed = self.inner.failed.try_lock().map(|f| f.clone()).unwrap_or_default();
+        let failed = self
+            .inner
+            .failed
+            .try_lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
         serde_json::json!({ "regions": self.inner.states(&failed) })
     }
     fn tables(&self) -> Vec<Table> {
-        let failed = self.inner.failed.try_lock().map(|f| f.clone()).unwrap_or_default();
+        let failed = self
+            .inner
+            .failed
+            .try_lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
         let mut t = Table::new("Lab regions", &["region", "state", "serves"]);
         for r in self.inner.states(&failed) {
             t.row(vec![
                 r.region,
                 r.state,
-                r.serves.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+                r.serves
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ]);
         }
         vec![t]
@@ -308,16 +359,38 @@ impl Component for LabComponent {
     }
 }
 
-async fn fail(State(inner): State<Arc<LabInner>>, UrlPath(region): UrlPath<String>) -> (StatusCode, axum::Json<serde_json::Value>) {
+async fn fail(
+    State(inner): State<Arc<LabInner>>,
+    UrlPath(region): UrlPath<String>,
+) -> (StatusCode, axum::Json<serde_json::Value>) {
     match inner.fail(&region).await {
-        Ok(n) => (StatusCode::OK, axum::Json(serde_json::json!({"region": region, "state": "failed", "listeners_stopped": n}))),
-        Err(e) => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": e}))),
+        Ok(n) => (
+            StatusCode::OK,
+            axum::Json(
+                serde_json::json!({"region": region, "state": "failed", "listeners_stopped": n}),
+            ),
+        ),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": e})),
+        ),
     }
 }
 
-async fn restore(State(inner): State<Arc<LabInner>>, UrlPath(region): UrlPath<String>) -> (StatusCode, axum::Json<serde_json::Value>) {
+async fn restore(
+    State(inner): State<Arc<LabInner>>,
+    UrlPath(region): UrlPath<String>,
+) -> (StatusCode, axum::Json<serde_json::Value>) {
     match inner.restore(&region).await {
-        Ok(n) => (StatusCode::OK, axum::Json(serde_json::json!({"region": region, "state": "up", "listeners_started": n}))),
-        Err(e) => (StatusCode::CONFLICT, axum::Json(serde_json::json!({"error": e}))),
+        Ok(n) => (
+            StatusCode::OK,
+            axum::Json(
+                serde_json::json!({"region": region, "state": "up", "listeners_started": n}),
+            ),
+        ),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({"error": e})),
+        ),
     }
 }

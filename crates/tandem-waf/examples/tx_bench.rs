@@ -14,11 +14,20 @@ use tandem_waf::transaction::{RequestHead, Transaction};
 fn head(method: &str, uri: &str, extra: &[(&str, &str)]) -> RequestHead {
     let mut headers = vec![
         ("Host", "shop.example.com"),
-        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
-        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
         ("Accept-Language", "en-US,en;q=0.9"),
         ("Accept-Encoding", "gzip, deflate, br"),
-        ("Cookie", "session=8f14e45fceea167a5a36dedd4bea2543; theme=dark"),
+        (
+            "Cookie",
+            "session=8f14e45fceea167a5a36dedd4bea2543; theme=dark",
+        ),
     ];
     headers.extend_from_slice(extra);
     RequestHead {
@@ -43,9 +52,7 @@ fn main() {
         .or_else(tandem_waf::ftw::default_crs_dir)
         .expect("CRS dir");
     let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20000);
-    let rs = Arc::new(
-        tandem_waf::ftw::load_crs(&dir, "SecRuleEngine On\n").expect("CRS loads"),
-    );
+    let rs = Arc::new(tandem_waf::ftw::load_crs(&dir, "SecRuleEngine On\n").expect("CRS loads"));
     let cases: Vec<(&str, RequestHead, Vec<u8>)> = vec![
         ("GET benign", head("GET", "/products/list?page=2&sort=price&q=blue+shoes", &[]), Vec::new()),
         (
@@ -79,6 +86,8 @@ fn main() {
             ops = tx.operator_calls();
         }
         let per = t.elapsed() / n;
-        println!("{name:<12} {per:>10.2?} per request  ({blocked} blocked of {n}, {evaluated} rules, {ops} operator calls)");
+        println!(
+            "{name:<12} {per:>10.2?} per request  ({blocked} blocked of {n}, {evaluated} rules, {ops} operator calls)"
+        );
     }
 }

@@ -285,9 +285,8 @@ fn parse_part(part: &[u8], mp: &mut Multipart, files: &mut usize, max_files: usi
     for h in &headers {
         let Some(colon) = memchr::memchr(b':', h) else {
             mp.flags.invalid_part = true;
-            mp.error.get_or_insert_with(|| {
-                "Multipart: Invalid part header (colon missing)".into()
-            });
+            mp.error
+                .get_or_insert_with(|| "Multipart: Invalid part header (colon missing)".into());
             continue;
         };
         let hname = &h[..colon];
@@ -425,8 +424,8 @@ fn strip_prefix_ci<'a>(v: &'a [u8], p: &[u8]) -> Option<&'a [u8]> {
 
 /// Flatten a JSON document into `json.a.b` style arguments.
 pub fn parse_json(body: &[u8], depth_limit: usize, limit: usize) -> Result<Pairs, String> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("JSON parsing error: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("JSON parsing error: {e}"))?;
     let mut out = Vec::new();
     let mut key = b"json".to_vec();
     flatten(&v, &mut key, &mut out, 0, depth_limit, limit)?;
@@ -618,7 +617,8 @@ mod tests {
     fn multipart() {
         let body = b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello\r\n--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.php\"\r\nContent-Type: text/plain\r\n\r\n<?php\r\n--XX--\r\n";
         let mut flags = MultipartFlags::default();
-        let b = multipart_boundary(b"multipart/form-data; boundary=XX", &mut flags).expect("boundary");
+        let b =
+            multipart_boundary(b"multipart/form-data; boundary=XX", &mut flags).expect("boundary");
         let mp = parse_multipart(body, &b, 10, 100);
         assert!(mp.error.is_none(), "{:?}", mp.error);
         assert_eq!(mp.args, vec![(b"a".to_vec(), b"hello".to_vec())]);
@@ -630,7 +630,14 @@ mod tests {
 
     #[test]
     fn multipart_garbage_never_panics() {
-        for body in [&b""[..], b"--", b"--XX", b"--XX\r\n", b"--XX\r\n\r\n--XX--", b"x--XX\n\n"] {
+        for body in [
+            &b""[..],
+            b"--",
+            b"--XX",
+            b"--XX\r\n",
+            b"--XX\r\n\r\n--XX--",
+            b"x--XX\n\n",
+        ] {
             let _ = parse_multipart(body, b"XX", 10, 100);
         }
     }

@@ -34,7 +34,9 @@ pub enum LoadError {
         message: String,
     },
     /// `Include` nests too deeply (probably a loop).
-    #[error("Include nests more than {0} levels deep at {1}; check for a file that includes itself")]
+    #[error(
+        "Include nests more than {0} levels deep at {1}; check for a file that includes itself"
+    )]
     IncludeDepth(usize, String),
 }
 

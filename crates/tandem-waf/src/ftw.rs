@@ -144,8 +144,8 @@ pub struct Skip {
 pub fn read_skips(path: &Path) -> Result<Vec<Skip>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let o: Overrides = serde_norway::from_str(&text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let o: Overrides =
+        serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(o.test_overrides
         .into_iter()
         .map(|o| Skip {
@@ -295,10 +295,7 @@ pub fn run_corpus(
                 .filter_map(Result::ok)
             {
                 let fp = f.path();
-                if fp
-                    .extension()
-                    .is_some_and(|e| e == "yaml" || e == "yml")
-                {
+                if fp.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                     files.push(fp);
                 }
             }
@@ -312,10 +309,10 @@ pub fn run_corpus(
             .and_then(|p| p.file_name())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let text = std::fs::read_to_string(&f)
-            .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        let parsed: FtwFile = serde_norway::from_str(&text)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let parsed: FtwFile =
+            serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
         let rule_id = parsed.rule_id.unwrap_or_else(|| {
             f.file_stem()
                 .and_then(|s| s.to_str())
@@ -389,7 +386,10 @@ fn run_stage(rs: &Arc<RuleSet>, stage: &FtwStage) -> Result<(), String> {
     }
     for id in &out.log.expect_ids {
         if !res.log.contains(&format!("[id \"{id}\"]")) {
-            return Err(format!("rule {id} did not match; log: {}", summary(&res.log)));
+            return Err(format!(
+                "rule {id} did not match; log: {}",
+                summary(&res.log)
+            ));
         }
     }
     for id in &out.log.no_expect_ids {
@@ -400,7 +400,10 @@ fn run_stage(rs: &Arc<RuleSet>, stage: &FtwStage) -> Result<(), String> {
     if let Some(re) = &out.log.match_regex {
         let p = Pattern::new(re).map_err(|e| format!("bad match_regex: {e}"))?;
         if !p.is_match(res.log.as_bytes()).unwrap_or(false) {
-            return Err(format!("log does not match /{re}/; log: {}", summary(&res.log)));
+            return Err(format!(
+                "log does not match /{re}/; log: {}",
+                summary(&res.log)
+            ));
         }
     }
     if let Some(re) = &out.log.no_match_regex {
@@ -443,7 +446,9 @@ fn build_request(input: &FtwInput) -> Result<Vec<u8>, String> {
         headers
             .entry("Content-Type".into())
             .or_insert_with(|| "application/x-www-form-urlencoded".into());
-        if headers.get("Content-Type").map(String::as_str) == Some("application/x-www-form-urlencoded") {
+        if headers.get("Content-Type").map(String::as_str)
+            == Some("application/x-www-form-urlencoded")
+        {
             data = encode_form(&data);
         }
     }
@@ -590,9 +595,14 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
     };
     let head = &raw[..head_end.0];
     let rest = &raw[head_end.0 + head_end.1..];
-    let mut lines = head.split(|&c| c == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = head
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let line = lines.next().unwrap_or_default();
-    let parts: Vec<&[u8]> = line.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&[u8]> = line
+        .split(|&c| c == b' ')
+        .filter(|p| !p.is_empty())
+        .collect();
     // A request line without a version is HTTP/0.9: the server answers without a status
     // line, which the client sees as an error, but the WAF still inspects it.
     let http09 = parts.len() == 2;
@@ -601,7 +611,11 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
         res.status = 400;
         return res;
     }
-    let (method, uri, version) = (parts[0], parts[1], if http09 { &b"HTTP/0.9"[..] } else { parts[2] });
+    let (method, uri, version) = (
+        parts[0],
+        parts[1],
+        if http09 { &b"HTTP/0.9"[..] } else { parts[2] },
+    );
     if http09 {
         res.error = true;
     }
@@ -654,7 +668,10 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
         dechunk(rest)
     } else {
         match get(b"content-length") {
-            Some(cl) => match std::str::from_utf8(&cl).ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+            Some(cl) => match std::str::from_utf8(&cl)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+            {
                 Some(n) => rest[..n.min(rest.len())].to_vec(),
                 None => {
                     // Apache refuses a Content-Length it cannot read.
@@ -717,10 +734,14 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(e) = memchr::memmem::find(b, b"\r\n") else { break };
+        let Some(e) = memchr::memmem::find(b, b"\r\n") else {
+            break;
+        };
         let size_txt = String::from_utf8_lossy(&b[..e]);
         let size_txt = size_txt.split(';').next().unwrap_or("").trim();
-        let Ok(n) = usize::from_str_radix(size_txt, 16) else { break };
+        let Ok(n) = usize::from_str_radix(size_txt, 16) else {
+            break;
+        };
         b = &b[e + 2..];
         if n == 0 || n > b.len() {
             break;
@@ -758,7 +779,10 @@ fn backend(uri: &[u8], body: &[u8]) -> (u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
         } else if let Some(b) = v.get("encodedBody").and_then(serde_json::Value::as_str) {
             crate::transform::base64_decode(b.as_bytes(), &mut rb, false);
         }
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(b"content-type")) {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+        {
             headers.push((b"Content-Type".to_vec(), b"text/plain".to_vec()));
         }
         return (status, headers, rb);

@@ -273,9 +273,7 @@ impl Operator {
                 }
                 None => false,
             },
-            OpKind::Within(_) => {
-                !input.is_empty() && memchr::memmem::find(arg, input).is_some()
-            }
+            OpKind::Within(_) => !input.is_empty() && memchr::memmem::find(arg, input).is_some(),
             OpKind::Contains(_) => memchr::memmem::find(input, arg).is_some(),
             OpKind::ContainsWord(_) => contains_word(input, arg),
             OpKind::BeginsWith(_) => input.starts_with(arg),
@@ -393,7 +391,11 @@ fn valid_url_encoding(input: &[u8]) -> bool {
 
 fn parse_nets(arg: &str) -> Result<Vec<IpNet>, String> {
     let mut out = Vec::new();
-    for part in arg.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+    for part in arg
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let net = if part.contains('/') {
             part.parse::<IpNet>()
                 .map_err(|e| format!("@ipMatch: {part:?} is not a network ({e})"))?
@@ -410,7 +412,11 @@ fn parse_nets(arg: &str) -> Result<Vec<IpNet>, String> {
 
 fn parse_byte_ranges(arg: &str) -> Result<[bool; 256], String> {
     let mut allowed = [false; 256];
-    for part in arg.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+    for part in arg
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let (lo, hi) = match part.split_once('-') {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
@@ -457,7 +463,11 @@ mod tests {
         assert!(run(&op("@validateUrlEncoding"), b"a%4", b""));
         assert!(!run(&op("@validateUrlEncoding"), b"a%41", b""));
         assert!(run(&op("@validateUtf8Encoding"), b"\xc0\xaf", b""));
-        assert!(run(&op("@ipMatch 10.0.0.0/8,192.168.1.1"), b"10.2.3.4", b""));
+        assert!(run(
+            &op("@ipMatch 10.0.0.0/8,192.168.1.1"),
+            b"10.2.3.4",
+            b""
+        ));
         assert!(!run(&op("@ipMatch 10.0.0.0/8"), b"11.2.3.4", b""));
         assert!(run(&op("@containsWord sel"), b"a sel b", b"sel"));
         assert!(!run(&op("@containsWord sel"), b"select", b"sel"));

@@ -232,7 +232,9 @@ pub fn translate(p: &str) -> String {
                     let first = parts.next().unwrap_or("");
                     !first.is_empty()
                         && first.bytes().all(|d| d.is_ascii_digit())
-                        && parts.next().is_none_or(|s| s.bytes().all(|d| d.is_ascii_digit()))
+                        && parts
+                            .next()
+                            .is_none_or(|s| s.bytes().all(|d| d.is_ascii_digit()))
                 });
                 if is_rep {
                     out.push(c);

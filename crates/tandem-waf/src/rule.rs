@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::operator::Operator;
-use crate::seclang::{parse_variables, RawVar};
+use crate::seclang::{RawVar, parse_variables};
 use crate::template::Template;
 use crate::transform::Transform;
 use crate::variable::Target;
@@ -272,9 +272,7 @@ pub fn severity_name(s: u8) -> &'static str {
 
 fn parse_target_spec(s: &str) -> Result<Arc<Target>, String> {
     let raw: Vec<RawVar> = parse_variables(s)?;
-    let first = raw
-        .first()
-        .ok_or_else(|| format!("no target in {s:?}"))?;
+    let first = raw.first().ok_or_else(|| format!("no target in {s:?}"))?;
     Ok(Arc::new(Target::compile(first)?))
 }
 
@@ -378,7 +376,10 @@ impl Actions {
             match name.as_str() {
                 "id" => {
                     a.id = Some(val()?.trim().parse().map_err(|_| {
-                        format!("id:{} is not a number; rule ids are 1..=4294967295", val().unwrap_or(""))
+                        format!(
+                            "id:{} is not a number; rule ids are 1..=4294967295",
+                            val().unwrap_or("")
+                        )
                     })?)
                 }
                 "phase" => {
@@ -388,7 +389,11 @@ impl Actions {
                         "3" => 3,
                         "4" | "response" => 4,
                         "5" | "logging" => 5,
-                        other => return Err(format!("phase:{other} is not 1-5, request, response or logging")),
+                        other => {
+                            return Err(format!(
+                                "phase:{other} is not 1-5, request, response or logging"
+                            ));
+                        }
                     })
                 }
                 "chain" => a.chain = true,
@@ -401,11 +406,19 @@ impl Actions {
                         None | Some("") => AllowScope::All,
                         Some("phase") => AllowScope::Phase,
                         Some("request") => AllowScope::Request,
-                        Some(o) => return Err(format!("allow:{o} is not allow, allow:phase or allow:request")),
+                        Some(o) => {
+                            return Err(format!(
+                                "allow:{o} is not allow, allow:phase or allow:request"
+                            ));
+                        }
                     }))
                 }
                 "redirect" => a.disruptive = Some(Disruptive::Redirect(Template::parse(val()?))),
-                "proxy" => return Err("the proxy action is not supported; route with the edge instead".into()),
+                "proxy" => {
+                    return Err(
+                        "the proxy action is not supported; route with the edge instead".into(),
+                    );
+                }
                 "status" => {
                     a.status = Some(val()?.trim().parse().map_err(|_| {
                         format!("status:{} is not an HTTP status code", val().unwrap_or(""))
@@ -457,9 +470,20 @@ impl Actions {
                 }
                 // Accepted for compatibility; Tandem has no persistent session/user
                 // collections or audit-log sanitising, and these change nothing here.
-                "setsid" | "setuid" | "setrsc" | "sanitisearg" | "sanitisematched"
-                | "sanitisematchedbytes" | "sanitiserequestheader" | "sanitiseresponseheader"
-                | "append" | "prepend" | "deprecatevar" | "pause" | "xmlns" | "setenv" => {}
+                "setsid"
+                | "setuid"
+                | "setrsc"
+                | "sanitisearg"
+                | "sanitisematched"
+                | "sanitisematchedbytes"
+                | "sanitiserequestheader"
+                | "sanitiseresponseheader"
+                | "append"
+                | "prepend"
+                | "deprecatevar"
+                | "pause"
+                | "xmlns"
+                | "setenv" => {}
                 "exec" => {
                     return Err("the exec action is not supported: Tandem never runs external programs from rules".into());
                 }

@@ -256,10 +256,13 @@ impl Loader {
         depth: usize,
     ) -> Result<(), LoadError> {
         if depth > MAX_INCLUDE_DEPTH {
-            return Err(LoadError::IncludeDepth(MAX_INCLUDE_DEPTH, label.to_string()));
+            return Err(LoadError::IncludeDepth(
+                MAX_INCLUDE_DEPTH,
+                label.to_string(),
+            ));
         }
-        let directives = split_directives(text)
-            .map_err(|e| LoadError::invalid(label, e.line, e.message))?;
+        let directives =
+            split_directives(text).map_err(|e| LoadError::invalid(label, e.line, e.message))?;
         let file: Arc<str> = Arc::from(label);
         let mut pending_chain: Vec<Rule> = Vec::new();
         for d in directives {
@@ -304,7 +307,10 @@ impl Loader {
             match s.to_ascii_lowercase().as_str() {
                 "on" => Ok(true),
                 "off" => Ok(false),
-                _ => Err(DirError::Msg(format!("{} takes On or Off, not {s:?}", d.name))),
+                _ => Err(DirError::Msg(format!(
+                    "{} takes On or Off, not {s:?}",
+                    d.name
+                ))),
             }
         };
         let num = |s: &str| -> Result<usize, DirError> {
@@ -319,7 +325,15 @@ impl Loader {
                 self.sec_rule(Some(vars), op, actions, file, dir, d.line, pending_chain)?;
             }
             "secaction" => {
-                self.sec_rule(None, "@unconditionalMatch", arg(0)?, file, dir, d.line, pending_chain)?;
+                self.sec_rule(
+                    None,
+                    "@unconditionalMatch",
+                    arg(0)?,
+                    file,
+                    dir,
+                    d.line,
+                    pending_chain,
+                )?;
             }
             "secmarker" => {
                 let name = arg(0)?;
@@ -329,7 +343,9 @@ impl Loader {
                 let list = parse_actions(arg(0)?).map_err(DirError::Msg)?;
                 let a = Actions::compile(&list).map_err(DirError::Msg)?;
                 let phase = a.phase.ok_or_else(|| {
-                    DirError::Msg("SecDefaultAction needs a phase, like \"phase:2,log,auditlog,pass\"".into())
+                    DirError::Msg(
+                        "SecDefaultAction needs a phase, like \"phase:2,log,auditlog,pass\"".into(),
+                    )
                 })?;
                 if a.disruptive.is_none() {
                     return Err(DirError::Msg(
@@ -348,13 +364,16 @@ impl Loader {
             }
             "secruleremovebymsg" => {
                 let msg = arg(0)?.to_string();
-                self.remove_where(|r| r.msg().and_then(|m| m.as_literal()).as_deref() == Some(msg.as_str()));
+                self.remove_where(|r| {
+                    r.msg().and_then(|m| m.as_literal()).as_deref() == Some(msg.as_str())
+                });
             }
             "secruleupdatetargetbyid" => {
                 let ranges = id_ranges(arg(0)?).map_err(DirError::Msg)?;
                 let targets = arg(1)?.to_string();
                 let replace = d.args.get(2).cloned().unwrap_or_default();
-                self.deferred_updates.push((ranges, targets, replace, d.line));
+                self.deferred_updates
+                    .push((ranges, targets, replace, d.line));
             }
             "secruleupdatetargetbytag" => {
                 let tag = arg(0)?.to_string();
@@ -393,8 +412,7 @@ impl Loader {
                 self.settings.request_body_no_files_limit = num(arg(0)?)?
             }
             "secrequestbodylimitaction" => {
-                self.settings.request_body_limit_reject =
-                    arg(0)?.eq_ignore_ascii_case("reject")
+                self.settings.request_body_limit_reject = arg(0)?.eq_ignore_ascii_case("reject")
             }
             "secresponsebodylimit" => self.settings.response_body_limit = num(arg(0)?)?,
             "secresponsebodymimetype" => {
@@ -405,7 +423,9 @@ impl Loader {
             "secargumentseparator" => {
                 let s = arg(0)?;
                 if s.len() != 1 {
-                    return Err(DirError::Msg("SecArgumentSeparator takes one character".into()));
+                    return Err(DirError::Msg(
+                        "SecArgumentSeparator takes one character".into(),
+                    ));
                 }
                 self.settings.argument_separator = s.as_bytes()[0];
             }
@@ -415,9 +435,7 @@ impl Loader {
                 let pattern = arg(0)?;
                 let files = glob(dir, pattern).map_err(DirError::Msg)?;
                 if files.is_empty() {
-                    return Err(DirError::Msg(format!(
-                        "Include {pattern}: no file matches"
-                    )));
+                    return Err(DirError::Msg(format!("Include {pattern}: no file matches")));
                 }
                 for f in files {
                     self.add_file_depth(&f, depth + 1).map_err(DirError::Load)?;
@@ -425,20 +443,52 @@ impl Loader {
             }
             // Logging, storage and limits that belong to other parts of Tandem (the edge's
             // access log, its body limits) or to ModSecurity's process model.
-            "secauditengine" | "secauditlog" | "secauditlogparts" | "secauditlogtype"
-            | "secauditlogformat" | "secauditlogstoragedir" | "secauditlogrelevantstatus"
-            | "secauditlogdirmode" | "secauditlogfilemode" | "secauditlog2" | "secdebuglog"
-            | "secdebugloglevel" | "sectmpdir" | "secdatadir" | "secuploaddir"
-            | "secuploadkeepfiles" | "secuploadfilemode" | "secuploadfilelimit"
-            | "secpcrematchlimit" | "secpcrematchlimitrecursion" | "seccollectiontimeout"
-            | "secresponsebodylimitaction" | "secstatusengine" | "sectmpsaveuploadedfiles"
-            | "secunicodemapfile" | "seccookieformat" | "secserversignature"
-            | "secwebappid" | "secsensorid" | "secrequestbodyinmemorylimit"
-            | "secxmlexternalentity" | "secinterceptonerror" | "secconnengine"
-            | "secgeolookupdb" | "sechashengine" | "sechashkey" | "sechashparam"
-            | "sechashmethodrx" | "sechashmethodpm" | "secruleperftime" | "secstreaminbodyinspection"
-            | "secstreamoutbodyinspection" | "secdisablebackendcompression"
-            | "seccontentinjection" | "secremoterules" | "secremoterulesfailaction" => {}
+            "secauditengine"
+            | "secauditlog"
+            | "secauditlogparts"
+            | "secauditlogtype"
+            | "secauditlogformat"
+            | "secauditlogstoragedir"
+            | "secauditlogrelevantstatus"
+            | "secauditlogdirmode"
+            | "secauditlogfilemode"
+            | "secauditlog2"
+            | "secdebuglog"
+            | "secdebugloglevel"
+            | "sectmpdir"
+            | "secdatadir"
+            | "secuploaddir"
+            | "secuploadkeepfiles"
+            | "secuploadfilemode"
+            | "secuploadfilelimit"
+            | "secpcrematchlimit"
+            | "secpcrematchlimitrecursion"
+            | "seccollectiontimeout"
+            | "secresponsebodylimitaction"
+            | "secstatusengine"
+            | "sectmpsaveuploadedfiles"
+            | "secunicodemapfile"
+            | "seccookieformat"
+            | "secserversignature"
+            | "secwebappid"
+            | "secsensorid"
+            | "secrequestbodyinmemorylimit"
+            | "secxmlexternalentity"
+            | "secinterceptonerror"
+            | "secconnengine"
+            | "secgeolookupdb"
+            | "sechashengine"
+            | "sechashkey"
+            | "sechashparam"
+            | "sechashmethodrx"
+            | "sechashmethodpm"
+            | "secruleperftime"
+            | "secstreaminbodyinspection"
+            | "secstreamoutbodyinspection"
+            | "secdisablebackendcompression"
+            | "seccontentinjection"
+            | "secremoterules"
+            | "secremoterulesfailaction" => {}
             other => {
                 return Err(DirError::Msg(format!(
                     "unknown directive {}; see docs/waf.md for the supported directives",
@@ -616,7 +666,11 @@ impl Loader {
     }
 
     fn update_actions(&mut self, id: u32, upd: &Actions) -> Result<(), DirError> {
-        let Some(i) = self.live_rule_indices().into_iter().find(|&i| self.rules[i].id == id) else {
+        let Some(i) = self
+            .live_rule_indices()
+            .into_iter()
+            .find(|&i| self.rules[i].id == id)
+        else {
             return Err(DirError::Msg(format!(
                 "SecRuleUpdateActionById: rule {id} is not defined (yet)"
             )));
@@ -663,13 +717,16 @@ impl Loader {
             if !replace.is_empty() {
                 // Replace one target by others: drop the named target first.
                 if let Ok(old) = parse_variables(&replace) {
-                    let old: Vec<Target> = old.iter().filter_map(|r| Target::compile(r).ok()).collect();
+                    let old: Vec<Target> =
+                        old.iter().filter_map(|r| Target::compile(r).ok()).collect();
                     for i in self.live_rule_indices() {
                         let rid = self.rules[i].id;
                         if ranges.iter().any(|&(a, b)| (a..=b).contains(&rid))
                             && let Some(r) = Arc::get_mut(&mut self.rules[i])
                         {
-                            r.targets.retain(|t| !old.iter().any(|o| o.var == t.var && o.key.same_as(&t.key)));
+                            r.targets.retain(|t| {
+                                !old.iter().any(|o| o.var == t.var && o.key.same_as(&t.key))
+                            });
                         }
                     }
                 }
@@ -724,7 +781,11 @@ fn glob(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     if !name.contains(['*', '?']) {
-        return Ok(if full.exists() { vec![full] } else { Vec::new() });
+        return Ok(if full.exists() {
+            vec![full]
+        } else {
+            Vec::new()
+        });
     }
     let parent = full.parent().unwrap_or(Path::new("."));
     let entries = std::fs::read_dir(parent)

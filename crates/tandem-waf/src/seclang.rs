@@ -400,8 +400,10 @@ mod tests {
 
     #[test]
     fn actions() {
-        let a = parse_actions("id:1, phase:2,msg:'a, b \\'c\\'',t:none,t:lowercase,block, setvar:'tx.x=+%{tx.y}'")
-            .expect("parses");
+        let a = parse_actions(
+            "id:1, phase:2,msg:'a, b \\'c\\'',t:none,t:lowercase,block, setvar:'tx.x=+%{tx.y}'",
+        )
+        .expect("parses");
         assert_eq!(a[2], ("msg".into(), Some("a, b 'c'".into())));
         assert_eq!(a[3], ("t".into(), Some("none".into())));
         assert_eq!(a[5], ("block".into(), None));

@@ -103,7 +103,10 @@ mod tests {
             String::from_utf8_lossy(&out),
             "score [TX/Some(\"anomaly_score\")] from [REMOTE_ADDR/None]!"
         );
-        assert_eq!(Template::parse("plain").as_literal().as_deref(), Some("plain"));
+        assert_eq!(
+            Template::parse("plain").as_literal().as_deref(),
+            Some("plain")
+        );
         assert_eq!(
             Template::parse("50%{").as_literal().as_deref(),
             Some("50%{")

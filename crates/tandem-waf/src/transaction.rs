@@ -607,9 +607,7 @@ impl Transaction {
     /// Exclude a target from rules for this transaction only (policy exclusions).
     pub fn remove_target(&mut self, ranges: &[(u32, u32)], target: Arc<Target>) {
         for r in ranges {
-            self.ctls
-                .removed_targets_by_id
-                .push((*r, target.clone()));
+            self.ctls.removed_targets_by_id.push((*r, target.clone()));
         }
     }
 
@@ -694,7 +692,8 @@ impl Transaction {
                         mp.flags.boundary_whitespace |= flags.boundary_whitespace;
                         if let Some(e) = &mp.error {
                             self.d.reqbody_error = true;
-                            self.d.reqbody_error_msg = format!("Multipart parsing error: {e}").into_bytes();
+                            self.d.reqbody_error_msg =
+                                format!("Multipart parsing error: {e}").into_bytes();
                             self.notes.push(format!("Multipart parsing error: {e}"));
                         }
                         self.d.multipart_strict_error = mp.flags.strict_error(mp.error.is_some());
@@ -706,8 +705,9 @@ impl Transaction {
                         self.d.multipart_strict_error = true;
                         self.d.reqbody_error_msg =
                             b"Multipart parsing error: invalid boundary in Content-Type".to_vec();
-                        self.notes
-                            .push("Multipart parsing error: invalid boundary in Content-Type".into());
+                        self.notes.push(
+                            "Multipart parsing error: invalid boundary in Content-Type".into(),
+                        );
                     }
                 }
             }
@@ -753,7 +753,8 @@ impl Transaction {
     /// Whether the response body should be buffered and passed to
     /// [`Transaction::process_response_body`] (access on and a listed MIME type).
     pub fn wants_response_body(&self) -> bool {
-        if !self.response_body_access || self.mode == EngineMode::Off || self.interruption.is_some() {
+        if !self.response_body_access || self.mode == EngineMode::Off || self.interruption.is_some()
+        {
             return false;
         }
         let ct = String::from_utf8_lossy(&self.d.resp_content_type).to_ascii_lowercase();
@@ -910,7 +911,10 @@ impl Transaction {
                 break;
             }
             if let Some(name) = &rule.actions.skip_after {
-                i = rs.skip_target(phase, name).unwrap_or(items.len()).max(i + 1);
+                i = rs
+                    .skip_target(phase, name)
+                    .unwrap_or(items.len())
+                    .max(i + 1);
                 continue;
             }
             if rule.actions.skip > 0 {
@@ -1037,7 +1041,11 @@ impl Transaction {
         let mut new_matched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut locs: Vec<Loc> = Vec::new();
         for r in &refs {
-            let key = if r.var.is_stable() { r.cache_key() } else { None };
+            let key = if r.var.is_stable() {
+                r.cache_key()
+            } else {
+                None
+            };
             let base = self.d.value(r);
             let hit: Option<Vec<u8>>;
             {
@@ -1057,7 +1065,8 @@ impl Transaction {
                             continue;
                         }
                         prev = Some(v);
-                        let m = link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
+                        let m =
+                            link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
                         if m {
                             found = Some(v.to_vec());
                             break;
@@ -1294,9 +1303,7 @@ impl Transaction {
             Var::RequestCookies => self.push_pairs(link, t, v, Store::Cookies, false, out),
             Var::RequestCookiesNames => self.push_pairs(link, t, v, Store::Cookies, true, out),
             Var::ResponseHeaders => self.push_pairs(link, t, v, Store::RespHeaders, false, out),
-            Var::ResponseHeadersNames => {
-                self.push_pairs(link, t, v, Store::RespHeaders, true, out)
-            }
+            Var::ResponseHeadersNames => self.push_pairs(link, t, v, Store::RespHeaders, true, out),
             Var::Files => self.push_pairs(link, t, v, Store::Files, false, out),
             Var::FilesNames => self.push_pairs(link, t, v, Store::Files, true, out),
             Var::FilesSizes => self.push_pairs(link, t, v, Store::FileSizes, false, out),
@@ -1408,9 +1415,13 @@ impl Transaction {
                     .to_string()
                     .into_bytes(),
             ),
-            Var::FilesCombinedSize => {
-                Some(self.d.multipart.files_combined_size.to_string().into_bytes())
-            }
+            Var::FilesCombinedSize => Some(
+                self.d
+                    .multipart
+                    .files_combined_size
+                    .to_string()
+                    .into_bytes(),
+            ),
             Var::FullRequest => {
                 let mut s = self.d.request_line.clone();
                 s.extend_from_slice(b"\r\n");
@@ -1476,9 +1487,9 @@ impl Transaction {
             ),
             Var::HighestSeverity => Some(self.highest_severity.to_string().into_bytes()),
             Var::ResponseContentLength => header(&self.d.resp_headers, b"content-length"),
-            Var::StatusLine => Some(
-                [&self.d.resp_protocol[..], b" ", &self.d.resp_status[..]].concat(),
-            ),
+            Var::StatusLine => {
+                Some([&self.d.resp_protocol[..], b" ", &self.d.resp_status[..]].concat())
+            }
             _ => None,
         }
     }

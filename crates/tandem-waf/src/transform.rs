@@ -498,7 +498,9 @@ fn html_entity_decode(input: &[u8], out: &mut Vec<u8>) {
                     } else {
                         u32::from(d - b'0')
                     };
-                    v = v.saturating_mul(if hex { 16 } else { 10 }).saturating_add(dv);
+                    v = v
+                        .saturating_mul(if hex { 16 } else { 10 })
+                        .saturating_add(dv);
                 }
                 out.push(v as u8);
                 let mut j = i + 1 + start + digits;
@@ -512,7 +514,10 @@ fn html_entity_decode(input: &[u8], out: &mut Vec<u8>) {
             i += 1;
             continue;
         }
-        let name_len = rest.iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+        let name_len = rest
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
         let name = &rest[..name_len];
         let rep = match name.to_ascii_lowercase().as_slice() {
             b"quot" => Some(b'"'),
@@ -581,9 +586,7 @@ fn js_decode(input: &[u8], out: &mut Vec<u8>) {
             if digits.len() == 3 && digits[0] > b'3' {
                 digits = &digits[..2];
             }
-            let v = digits
-                .iter()
-                .fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
+            let v = digits.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
             out.push(v as u8);
             i += 1 + digits.len();
         } else if i + 1 < n {
@@ -1025,7 +1028,10 @@ mod tests {
     fn paths() {
         assert_eq!(t(Transform::NormalizePath, b"/a/./b/../c//d"), b"/a/c/d");
         assert_eq!(t(Transform::NormalizePathWin, b"\\a\\..\\b\\"), b"/b/");
-        assert_eq!(t(Transform::NormalizePath, b"../../etc/passwd"), b"../../etc/passwd");
+        assert_eq!(
+            t(Transform::NormalizePath, b"../../etc/passwd"),
+            b"../../etc/passwd"
+        );
     }
 
     #[test]

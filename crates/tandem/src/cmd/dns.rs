@@ -40,10 +40,19 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
     let mut reloads = crate::signals::install(token.clone())?;
     let mut registry = Registry::default();
     let server = DnsServer::new(&cfg, &mut registry, token.clone())?;
-    let listen = if a.listen.is_empty() { dns.listen.clone() } else { a.listen.clone() };
+    let listen = if a.listen.is_empty() {
+        dns.listen.clone()
+    } else {
+        a.listen.clone()
+    };
     let listeners = Listeners::bind(&listen, dns.workers).await?;
     let admin_addr = a.admin.unwrap_or(cfg.admin.listen);
-    let admin = Admin::new(&cfg.regions, cfg.admin.token.clone(), registry, vec![server.component()]);
+    let admin = Admin::new(
+        &cfg.regions,
+        cfg.admin.token.clone(),
+        registry,
+        vec![server.component()],
+    );
     let admin_listener = Admin::bind(admin_addr).await?;
     tracing::info!(admin = %admin_addr, "admin API and status page at http://{admin_addr}/");
     let admin_task = tokio::spawn(admin.serve(admin_listener, token.clone()));
@@ -55,9 +64,13 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
             match tandem_config::load(&path) {
                 Ok(cfg) => match reloader.reload(&cfg) {
                     Ok(()) => {}
-                    Err(e) => tracing::error!(error = %e, "reload refused; still serving the previous config"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused; still serving the previous config")
+                    }
                 },
-                Err(e) => tracing::error!("reload refused; still serving the previous config:\n{e}"),
+                Err(e) => {
+                    tracing::error!("reload refused; still serving the previous config:\n{e}")
+                }
             }
         }
     });

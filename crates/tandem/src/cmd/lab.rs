@@ -12,13 +12,23 @@ pub(crate) struct Args {
     #[command(subcommand)]
     action: Action,
     /// The lab's admin API.
-    #[arg(long, global = true, env = "TANDEM_ADMIN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_ADMIN",
+        default_value = "127.0.0.1:9090"
+    )]
     admin: String,
     /// The lab directory, where `tandem up` wrote the admin token.
     #[arg(long, global = true, default_value = tandem_config::lab::DEFAULT_LAB_DIR)]
     lab_dir: PathBuf,
     /// The admin token (default: read from the lab directory).
-    #[arg(long, global = true, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
 }
 
@@ -51,7 +61,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         Action::Fail { region } => ("fail", region),
         Action::Restore { region } => ("restore", region),
     };
-    let url = format!("{}/api/v1/lab/regions/{region}/{verb}", super::admin_base(&a.admin));
+    let url = format!(
+        "{}/api/v1/lab/regions/{region}/{verb}",
+        super::admin_base(&a.admin)
+    );
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let resp = reqwest::Client::new()
@@ -67,7 +80,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         } else {
             let msg = body["error"].as_str().unwrap_or("request refused");
-            let hint = body["hint"].as_str().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+            let hint = body["hint"]
+                .as_str()
+                .map(|h| format!("\n  hint: {h}"))
+                .unwrap_or_default();
             anyhow::bail!("{verb} {region}: {status}: {msg}{hint}")
         }
     })

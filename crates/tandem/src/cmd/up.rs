@@ -39,7 +39,9 @@ async fn up(a: Args) -> anyhow::Result<ExitCode> {
                             tracing::error!(error = %e, "reload refused; still serving the previous config");
                         }
                     }
-                    Err(e) => tracing::error!("reload refused; still serving the previous config:\n{e}"),
+                    Err(e) => {
+                        tracing::error!("reload refused; still serving the previous config:\n{e}")
+                    }
                 }
             }
         });
@@ -51,21 +53,47 @@ async fn up(a: Args) -> anyhow::Result<ExitCode> {
 
 async fn print_banner(cfg: &tandem_config::Config, lab: &Lab) {
     let mut out = String::new();
-    out.push_str(&format!("\nTandem lab is up: {} regions\n\n", cfg.regions.len()));
+    out.push_str(&format!(
+        "\nTandem lab is up: {} regions\n\n",
+        cfg.regions.len()
+    ));
     for d in &lab.dns_addrs {
-        let zones: Vec<&str> = cfg.dns.iter().flat_map(|d| d.zones.iter().map(|z| z.origin.as_str())).collect();
-        out.push_str(&format!("  DNS traffic manager  {d} (udp+tcp)  zones: {}\n", zones.join(", ")));
+        let zones: Vec<&str> = cfg
+            .dns
+            .iter()
+            .flat_map(|d| d.zones.iter().map(|z| z.origin.as_str()))
+            .collect();
+        out.push_str(&format!(
+            "  DNS traffic manager  {d} (udp+tcp)  zones: {}\n",
+            zones.join(", ")
+        ));
     }
-    out.push_str(&format!("  status page          http://{}/\n", lab.admin_addr));
-    out.push_str(&format!("  metrics              http://{}/metrics\n", lab.admin_addr));
-    out.push_str(&format!("  lab CA certificate   {}\n", lab.ca_cert.display()));
+    out.push_str(&format!(
+        "  status page          http://{}/\n",
+        lab.admin_addr
+    ));
+    out.push_str(&format!(
+        "  metrics              http://{}/metrics\n",
+        lab.admin_addr
+    ));
+    out.push_str(&format!(
+        "  lab CA certificate   {}\n",
+        lab.ca_cert.display()
+    ));
     for r in lab.regions().await {
         for (what, addr) in &r.serves {
             out.push_str(&format!("  {:<8} {:<11} {addr}\n", r.region, what));
         }
     }
-    let dns = lab.dns_addrs.first().map(|a| (a.ip().to_string(), a.port()));
-    let first = cfg.regions.first().map(|r| r.name.as_str()).unwrap_or("eastus");
+    let dns = lab
+        .dns_addrs
+        .first()
+        .map(|a| (a.ip().to_string(), a.port()));
+    let first = cfg
+        .regions
+        .first()
+        .map(|r| r.name.as_str())
+        .unwrap_or("eastus");
     let name = cfg
         .dns
         .as_ref()
@@ -73,9 +101,15 @@ async fn print_banner(cfg: &tandem_config::Config, lab: &Lab) {
         .unwrap_or_else(|| "app.tandem.test".into());
     out.push_str("\nTry:\n");
     if let Some((ip, port)) = dns {
-        out.push_str(&format!("  dig @{ip} -p {port} {name} +short        # the primary region answers\n"));
-        out.push_str(&format!("  tandem lab fail {first}                     # stop every listener of {first}\n"));
-        out.push_str(&format!("  dig @{ip} -p {port} {name} +short        # within a second: its pair answers\n"));
+        out.push_str(&format!(
+            "  dig @{ip} -p {port} {name} +short        # the primary region answers\n"
+        ));
+        out.push_str(&format!(
+            "  tandem lab fail {first}                     # stop every listener of {first}\n"
+        ));
+        out.push_str(&format!(
+            "  dig @{ip} -p {port} {name} +short        # within a second: its pair answers\n"
+        ));
         out.push_str(&format!("  tandem lab restore {first}\n"));
     }
     out.push_str("  tandem status                              # regions, endpoints, health, traffic shares\n");
