@@ -341,6 +341,100 @@ pub fn run_corpus(
     Ok(report)
 }
 
+/// Blocking decisions at the default paranoia level, judged on the corpus: every test that
+/// expects a paranoia-level-1 rule whose score alone reaches the threshold (CRITICAL inbound,
+/// CRITICAL or ERROR outbound) must be refused by `rs` (loaded in prevention mode at
+/// paranoia level 1), and every test of the common-exceptions file (real-world benign
+/// traffic) must get through.
+#[derive(Debug, Default)]
+pub struct BlockingReport {
+    /// Attack tests refused.
+    pub blocked: usize,
+    /// Attack tests that got through: (rule id, test id).
+    pub missed: Vec<(u32, u32)>,
+    /// Benign tests that got through.
+    pub passed: usize,
+    /// Benign tests refused: (rule id, test id).
+    pub false_positives: Vec<(u32, u32)>,
+}
+
+/// Run the blocking check (see [`BlockingReport`]).
+pub fn run_blocking(
+    rs: &Arc<RuleSet>,
+    tests_dir: &Path,
+    skips: &[Skip],
+) -> Result<BlockingReport, String> {
+    let decisive: std::collections::HashSet<u32> = rs
+        .rules()
+        .filter(|r| {
+            let pl1 = r.has_tag("paranoia-level/1");
+            let sev = r.actions.severity.unwrap_or(7);
+            pl1 && (sev <= 2 || (r.phase >= 3 && r.phase <= 4 && sev <= 3))
+        })
+        .map(|r| r.id)
+        .collect();
+    let mut out = BlockingReport::default();
+    let mut files = Vec::new();
+    for d in std::fs::read_dir(tests_dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+    {
+        if d.path().is_dir() {
+            for f in std::fs::read_dir(d.path())
+                .map_err(|e| e.to_string())?
+                .filter_map(Result::ok)
+            {
+                files.push(f.path());
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let Ok(parsed) = serde_norway::from_str::<FtwFile>(&text) else {
+            continue;
+        };
+        let rule_id = parsed.rule_id.unwrap_or(0);
+        let benign_file = f.to_string_lossy().contains("COMMON-EXCEPTIONS");
+        for t in &parsed.tests {
+            if skips.iter().any(|s| {
+                s.rule_id == rule_id && (s.test_ids.is_empty() || s.test_ids.contains(&t.test_id))
+            }) {
+                continue;
+            }
+            let Some(stage) = t.stages.last() else {
+                continue;
+            };
+            let attack = stage
+                .output
+                .log
+                .expect_ids
+                .iter()
+                .any(|id| decisive.contains(id));
+            if !attack && !benign_file {
+                continue;
+            }
+            let Ok(raw) = build_request(&stage.input) else {
+                continue;
+            };
+            let res = serve(rs, &raw);
+            if res.error && res.status == 400 {
+                continue;
+            }
+            let refused = res.status == 403;
+            match (attack, refused) {
+                (true, true) => out.blocked += 1,
+                (true, false) => out.missed.push((rule_id, t.test_id)),
+                (false, false) => out.passed += 1,
+                (false, true) => out.false_positives.push((rule_id, t.test_id)),
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn run_test(rs: &Arc<RuleSet>, t: &FtwTest) -> TestOutcome {
     for (i, stage) in t.stages.iter().enumerate() {
         if let Err(why) = run_stage(rs, stage) {
@@ -696,7 +790,7 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
     tx.set_budget(crate::transaction::Budget {
         time: std::time::Duration::from_secs(30),
     });
-    let mut status = 200u16;
+    let mut status: u16;
     if let Some(i) = tx.process_request_headers() {
         status = i.status;
     } else if let Some(i) = tx.process_request_body(&body) {

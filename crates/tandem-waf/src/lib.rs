@@ -20,8 +20,10 @@
 pub mod body;
 pub mod error;
 pub mod ftw;
+pub mod metrics;
 pub mod operator;
 pub mod pattern;
+pub mod policy;
 pub mod rule;
 pub mod ruleset;
 pub mod seclang;
@@ -31,6 +33,8 @@ pub mod transform;
 pub mod variable;
 
 pub use error::{LoadError, ParseError};
+pub use metrics::WafMetrics;
+pub use policy::{Outcome, Policy, PolicyTransaction, RouteOptions, Verdict};
 pub use rule::EngineMode;
 pub use ruleset::{Loader, RuleSet};
 pub use transaction::{Interruption, MatchRecord, RequestHead, Transaction};
