@@ -801,6 +801,12 @@ impl PolicyTransaction {
     fn run_managed(&mut self, f: impl FnOnce(&mut Transaction)) {
         let Some(tx) = self.tx.as_mut() else { return };
         f(tx);
+        if self.would_block.is_none()
+            && self.mode != WafMode::Prevention
+            && let Some(m) = tx.matches().iter().find(|m| m.disruptive)
+        {
+            self.would_block = Some(m.rule_id.to_string());
+        }
         let Some(i) = tx.interruption().cloned() else {
             return;
         };
