@@ -460,10 +460,8 @@ fn run_stage(rs: &Arc<RuleSet>, stage: &FtwStage) -> Result<(), String> {
     let raw = build_request(&stage.input)?;
     let res = serve(rs, &raw);
     let out = &stage.output;
-    if out.expect_error {
-        if !res.error && res.status != 400 {
-            return Err("expected the request to fail at the HTTP level".into());
-        }
+    if out.expect_error && !res.error && res.status != 400 {
+        return Err("expected the request to fail at the HTTP level".into());
     }
     if let Some(s) = &out.status {
         let wanted: Vec<u16> = match s {
@@ -594,11 +592,11 @@ fn expand_template(s: &str) -> String {
         if let Some((lit, f)) = inner.split_once('|') {
             let lit = lit.trim().trim_matches('"');
             let f = f.trim();
-            if let Some(n) = f.strip_prefix("repeat") {
-                if let Ok(n) = n.trim().parse::<usize>() {
-                    out.push_str(&lit.repeat(n.min(10_000_000)));
-                    done = true;
-                }
+            if let Some(n) = f.strip_prefix("repeat")
+                && let Ok(n) = n.trim().parse::<usize>()
+            {
+                out.push_str(&lit.repeat(n.min(10_000_000)));
+                done = true;
             }
         }
         if !done {
@@ -827,10 +825,7 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(e) = memchr::memmem::find(b, b"\r\n") else {
-            break;
-        };
+    while let Some(e) = memchr::memmem::find(b, b"\r\n") {
         let size_txt = String::from_utf8_lossy(&b[..e]);
         let size_txt = size_txt.split(';').next().unwrap_or("").trim();
         let Ok(n) = usize::from_str_radix(size_txt, 16) else {
@@ -848,7 +843,9 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 /// CRS's test backend: `/reflect` answers with what the request body asks for.
-fn backend(uri: &[u8], body: &[u8]) -> (u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
+type Response = (u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
+
+fn backend(uri: &[u8], body: &[u8]) -> Response {
     let path = uri.split(|&c| c == b'?').next().unwrap_or_default();
     if path == b"/reflect"
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
@@ -888,24 +885,6 @@ fn backend(uri: &[u8], body: &[u8]) -> (u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_built_like_go_ftw() {
-        let input = FtwInput {
-            method: Some("POST".into()),
-            headers: [("Host".to_string(), "localhost".to_string())].into(),
-            data: Some("a=b c&d".into()),
-            ..FtwInput::default()
-        };
-        let raw = String::from_utf8(build_request(&input).expect("builds")).expect("utf8");
-        assert!(raw.starts_with("POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 7\r\nContent-Type: application/x-www-form-urlencoded\r\nHost: localhost\r\n\r\na=b+c&d"), "{raw}");
-        assert_eq!(expand_template("x{{ \"1\" | repeat 3 }}y"), "x111y");
-    }
-}
-
 /// Where the CRS copy is: `$TANDEM_CRS_DIR`, else `shared/crs` beside the repository (or
 /// one level further up, for worktrees).
 pub fn default_crs_dir() -> Option<PathBuf> {
@@ -924,4 +903,22 @@ pub fn default_crs_dir() -> Option<PathBuf> {
 /// The skip list shipped with this crate.
 pub fn skips_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crs-overrides.yaml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_built_like_go_ftw() {
+        let input = FtwInput {
+            method: Some("POST".into()),
+            headers: [("Host".to_string(), "localhost".to_string())].into(),
+            data: Some("a=b c&d".into()),
+            ..FtwInput::default()
+        };
+        let raw = String::from_utf8(build_request(&input).expect("builds")).expect("utf8");
+        assert!(raw.starts_with("POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 7\r\nContent-Type: application/x-www-form-urlencoded\r\nHost: localhost\r\n\r\na=b+c&d"), "{raw}");
+        assert_eq!(expand_template("x{{ \"1\" | repeat 3 }}y"), "x111y");
+    }
 }

@@ -234,10 +234,10 @@ pub fn id_ranges(s: &str) -> Result<Vec<(u32, u32)>, String> {
 }
 
 fn parse_severity(s: &str) -> Result<u8, String> {
-    if let Ok(n) = s.parse::<u8>() {
-        if n <= 7 {
-            return Ok(n);
-        }
+    if let Ok(n) = s.parse::<u8>()
+        && n <= 7
+    {
+        return Ok(n);
     }
     Ok(match s.to_ascii_uppercase().as_str() {
         "EMERGENCY" => 0,

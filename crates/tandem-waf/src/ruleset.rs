@@ -194,8 +194,11 @@ pub struct Loader {
     defaults: [Option<Actions>; 5],
     trie: TransformTrie,
     settings: Settings,
-    deferred_updates: Vec<(Vec<(u32, u32)>, String, String, usize)>,
+    deferred_updates: Vec<DeferredUpdate>,
 }
+
+/// `SecRuleUpdateTargetById` waiting for the end of loading: (ids, targets, replaced, line).
+type DeferredUpdate = (Vec<(u32, u32)>, String, String, usize);
 
 #[derive(Debug)]
 enum Entry {

@@ -315,13 +315,8 @@ impl Data {
             Var::RequestBasename => &self.basename,
             Var::QueryString => &self.query,
             Var::RequestLine => &self.request_line,
-            Var::RequestBody => {
-                if self.body_visible {
-                    &self.body
-                } else {
-                    return None;
-                }
-            }
+            Var::RequestBody if self.body_visible => &self.body,
+            Var::RequestBody => return None,
             Var::ResponseBody => &self.resp_body,
             Var::RemoteAddr => &self.remote_addr,
             Var::RemotePort => &self.remote_port,
