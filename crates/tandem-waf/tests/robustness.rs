@@ -32,7 +32,9 @@ fn seclang_never_panics() {
         let _ = tandem_waf::seclang::parse_variables(&text);
         let _ = tandem_waf::seclang::parse_actions(&text);
         let mut l = tandem_waf::Loader::new();
-        if l.add_text(&text, "gen.conf", std::path::Path::new("/nonexistent")).is_ok() {
+        if l.add_text(&text, "gen.conf", std::path::Path::new("/nonexistent"))
+            .is_ok()
+        {
             let _ = l.finish();
         }
     }
@@ -63,13 +65,35 @@ fn body_processors_never_panic() {
 fn transformations_never_panic() {
     let mut rng = Rng(0x0123_4567_89AB_CDEF);
     let names = [
-        "lowercase", "urlDecode", "urlDecodeUni", "htmlEntityDecode", "jsDecode", "cssDecode",
-        "cmdLine", "compressWhitespace", "removeWhitespace", "removeNulls", "replaceNulls",
-        "removeComments", "removeCommentsChar", "replaceComments", "base64Decode",
-        "base64DecodeExt", "hexDecode", "utf8toUnicode", "normalizePath", "normalizePathWin",
-        "escapeSeqDecode", "sqlHexDecode", "trim", "trimLeft", "trimRight", "length",
+        "lowercase",
+        "urlDecode",
+        "urlDecodeUni",
+        "htmlEntityDecode",
+        "jsDecode",
+        "cssDecode",
+        "cmdLine",
+        "compressWhitespace",
+        "removeWhitespace",
+        "removeNulls",
+        "replaceNulls",
+        "removeComments",
+        "removeCommentsChar",
+        "replaceComments",
+        "base64Decode",
+        "base64DecodeExt",
+        "hexDecode",
+        "utf8toUnicode",
+        "normalizePath",
+        "normalizePathWin",
+        "escapeSeqDecode",
+        "sqlHexDecode",
+        "trim",
+        "trimLeft",
+        "trimRight",
+        "length",
     ];
-    let alphabet: Vec<u8> = b"%uU+&#x;\\/*-<!>.0123456789abcdefABCDEF \t\n\"'^,(\xc3\xa9\xe2\x80\x99\x00\xff".to_vec();
+    let alphabet: Vec<u8> =
+        b"%uU+&#x;\\/*-<!>.0123456789abcdefABCDEF \t\n\"'^,(\xc3\xa9\xe2\x80\x99\x00\xff".to_vec();
     let mut out = Vec::new();
     for _ in 0..3000 {
         let input = rng.bytes(&alphabet, 64);
