@@ -104,6 +104,8 @@ pub struct SetVar {
     pub collection: String,
     /// Member name (may contain macros), expanded then lower-cased.
     pub key: Template,
+    /// The lower-cased key when it has no macros.
+    pub key_literal: Option<String>,
     /// What to do.
     pub op: SetOp,
 }
@@ -333,6 +335,9 @@ fn parse_setvar(v: &str) -> Result<SetVar, String> {
             .ok_or_else(|| format!("setvar:{v} needs COLLECTION.name"))?;
         return Ok(SetVar {
             collection: coll.trim().to_ascii_uppercase(),
+            key_literal: Template::parse(key.trim())
+                .as_literal()
+                .map(|k| k.to_ascii_lowercase()),
             key: Template::parse(key.trim()),
             op: SetOp::Delete,
         });
@@ -358,6 +363,9 @@ fn parse_setvar(v: &str) -> Result<SetVar, String> {
     };
     Ok(SetVar {
         collection: coll.trim().to_ascii_uppercase(),
+        key_literal: Template::parse(key.trim())
+            .as_literal()
+            .map(|k| k.to_ascii_lowercase()),
         key: Template::parse(key.trim()),
         op,
     })

@@ -22,6 +22,18 @@ use crate::transform::Transform;
 use crate::variable::{Key, Target, Var};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type TxMap = IndexMap<String, Vec<u8>, foldhash::fast::FixedState>;
+
+/// The bytes a descriptor stands for.
+fn value_of<'a>(d: &'a Data, tx: &'a TxMap, link: &'a Rule, r: &'a VarRef) -> &'a [u8] {
+    match &r.src {
+        Src::TxTarget(i) => match link.targets.get(usize::from(*i)).map(|t| &t.key) {
+            Some(Key::Name(k)) => tx.get(k.as_str()).map_or(&[][..], Vec::as_slice),
+            _ => &[],
+        },
+        _ => d.value(r),
+    }
+}
 
 /// The request line and headers, as the edge received them.
 #[derive(Debug, Clone)]
@@ -199,6 +211,8 @@ enum Src {
     Xml(u32),
     /// A computed or volatile value.
     Owned(Vec<u8>),
+    /// The TX variable named by the link's target `i` (read when inspected).
+    TxTarget(u16),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -230,7 +244,7 @@ impl VarRef {
             Src::Pair(s, i, n) => Some((*s as u8 * 2 + u8::from(*n), *i)),
             Src::Scalar(v) => Some((100, *v as u32)),
             Src::Xml(i) => Some((101, *i)),
-            Src::Owned(_) => None,
+            Src::Owned(_) | Src::TxTarget(_) => None,
         }
     }
 }
@@ -302,6 +316,7 @@ impl Data {
                 .map_or(&[][..], Vec::as_slice),
             Src::Scalar(v) => self.scalar(*v).unwrap_or(&[]),
             Src::Owned(v) => v,
+            Src::TxTarget(_) => &[],
         }
     }
 
@@ -415,7 +430,7 @@ struct Ctls {
 pub struct Transaction {
     rs: Arc<RuleSet>,
     d: Data,
-    tx: IndexMap<String, Vec<u8>, foldhash::fast::FixedState>,
+    tx: TxMap,
     other_colls: FastMap<String, IndexMap<String, Vec<u8>>>,
     matched_var: Vec<u8>,
     matched_var_name: Vec<u8>,
@@ -548,7 +563,7 @@ impl Transaction {
             matched_var_name: Vec::new(),
             matched_vars: Vec::new(),
             cache: TCache {
-                map: FastMap::with_capacity_and_hasher(256, Default::default()),
+                map: FastMap::with_capacity_and_hasher(1024, Default::default()),
                 arena: Vec::with_capacity(4096),
                 scratch: Vec::with_capacity(1024),
             },
@@ -1041,7 +1056,7 @@ impl Transaction {
             } else {
                 None
             };
-            let base = self.d.value(r);
+            let base = value_of(&self.d, &self.tx, link, r);
             let hit: Option<Vec<u8>>;
             {
                 self.op_calls += 1;
@@ -1099,7 +1114,7 @@ impl Transaction {
             }
             let Some(value) = hit else { continue };
             matched_any = true;
-            let name = display_name(&self.d, r);
+            let name = display_name(&self.d, link, r);
             self.matched_var = value.clone();
             self.matched_var_name = name.clone();
             new_matched.push((name, value));
@@ -1116,24 +1131,46 @@ impl Transaction {
         for e in &link.actions.effects {
             match e {
                 Effect::SetVar(sv) => {
-                    let key = lossy(&self.expand(&sv.key, Some(starter))).to_ascii_lowercase();
+                    // Literal keys (almost all of CRS's) need no expansion or allocation.
+                    let key_owned;
+                    let key: &str = match &sv.key_literal {
+                        Some(k) => k,
+                        None => {
+                            key_owned =
+                                lossy(&self.expand(&sv.key, Some(starter))).to_ascii_lowercase();
+                            &key_owned
+                        }
+                    };
                     let coll = sv.collection.as_str();
-                    let current = self.coll_get(coll, &key).map(atoi).unwrap_or(0);
                     let new: Option<Vec<u8>> = match &sv.op {
                         SetOp::Set(t) => Some(self.expand(t, Some(starter))),
-                        SetOp::Add(t) => Some(
-                            (current + atoi(&self.expand(t, Some(starter))))
-                                .to_string()
-                                .into_bytes(),
-                        ),
-                        SetOp::Sub(t) => Some(
-                            (current - atoi(&self.expand(t, Some(starter))))
-                                .to_string()
-                                .into_bytes(),
-                        ),
+                        SetOp::Add(t) | SetOp::Sub(t) => {
+                            let current = self.coll_get(coll, key).map(atoi).unwrap_or(0);
+                            let delta = self.expand_int(t, starter);
+                            let n = if matches!(sv.op, SetOp::Add(_)) {
+                                current.saturating_add(delta)
+                            } else {
+                                current.saturating_sub(delta)
+                            };
+                            Some(n.to_string().into_bytes())
+                        }
                         SetOp::Delete => None,
                     };
-                    self.coll_set(coll, key, new);
+                    if coll == "TX" {
+                        match new {
+                            Some(v) => match self.tx.get_mut(key) {
+                                Some(slot) => *slot = v,
+                                None => {
+                                    self.tx.insert(key.to_string(), v);
+                                }
+                            },
+                            None => {
+                                self.tx.shift_remove(key);
+                            }
+                        }
+                    } else {
+                        self.coll_set(coll, key.to_string(), new);
+                    }
                 }
                 Effect::Ctl(c) => self.apply_ctl(c),
                 Effect::InitCol(coll, _) => {
@@ -1238,9 +1275,9 @@ impl Transaction {
 
     /// Enumerate the values a link inspects.
     fn collect(&self, link: &Rule, out: &mut Vec<VarRef>) {
-        for t in &link.targets {
+        for (ti, t) in link.targets.iter().enumerate() {
             let before = out.len();
-            self.expand_target(link, t, out);
+            self.expand_target(link, ti, t, out);
             if t.count {
                 let n = out.len() - before;
                 out.truncate(before);
@@ -1266,7 +1303,9 @@ impl Transaction {
         out: &mut Vec<VarRef>,
     ) {
         let no_exclusions = self.no_exclusions(link);
-        for (i, (n, _)) in self.d.pairs(store).iter().enumerate() {
+        let pairs = self.d.pairs(store);
+        out.reserve(pairs.len());
+        for (i, (n, _)) in pairs.iter().enumerate() {
             if !t.key.selects(n) || (!no_exclusions && self.excluded(link, var, n)) {
                 continue;
             }
@@ -1278,7 +1317,7 @@ impl Transaction {
         }
     }
 
-    fn expand_target(&self, link: &Rule, t: &Target, out: &mut Vec<VarRef>) {
+    fn expand_target(&self, link: &Rule, ti: usize, t: &Target, out: &mut Vec<VarRef>) {
         let v = t.var;
         match v {
             Var::Args => {
@@ -1340,10 +1379,17 @@ impl Transaction {
                     });
                 };
                 if v == Var::Tx {
-                    // A literal key is a hash lookup, not a scan.
+                    // A literal key is a hash lookup, not a scan, and its value is read when
+                    // inspected (no copy).
                     if let Key::Name(k) = &t.key {
-                        if let Some((k, val)) = self.tx.get_key_value(k.as_str()) {
-                            push(k, val);
+                        if self.tx.contains_key(k.as_str())
+                            && (no_exclusions || !self.excluded(link, v, k.as_bytes()))
+                        {
+                            out.push(VarRef {
+                                src: Src::TxTarget(ti as u16),
+                                var: v,
+                                name: Vec::new(),
+                            });
                         }
                     } else {
                         for (k, val) in &self.tx {
@@ -1489,6 +1535,19 @@ impl Transaction {
         }
     }
 
+    /// A template as an integer, without building the text when it is one reference.
+    fn expand_int(&self, t: &Template, rule: &Rule) -> i64 {
+        if let [crate::template::Part::Ref { var, key: Some(k) }] = t.parts()
+            && var == "TX"
+        {
+            return self.tx.get(k.as_str()).map_or(0, |v| atoi(v));
+        }
+        if let Some(l) = t.as_literal() {
+            return atoi(l.as_bytes());
+        }
+        atoi(&self.expand(t, Some(rule)))
+    }
+
     /// Expand a macro template against the current state.
     fn expand(&self, t: &Template, rule: Option<&Rule>) -> Vec<u8> {
         t.expand(|var, key, out| self.resolve(var, key, rule, out))
@@ -1578,10 +1637,14 @@ impl Transaction {
     }
 }
 
-fn display_name(d: &Data, r: &VarRef) -> Vec<u8> {
+fn display_name(d: &Data, link: &Rule, r: &VarRef) -> Vec<u8> {
     let mut s = r.var.name().as_bytes().to_vec();
     let name: &[u8] = match &r.src {
         Src::Pair(st, i, _) => d.pairs(*st).get(*i as usize).map_or(&[][..], |(n, _)| n),
+        Src::TxTarget(i) => match link.targets.get(usize::from(*i)).map(|t| &t.key) {
+            Some(Key::Name(k)) => k.as_bytes(),
+            _ => &[],
+        },
         _ => &r.name,
     };
     if !name.is_empty() {
