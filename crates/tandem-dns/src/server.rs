@@ -183,6 +183,8 @@ pub(crate) struct Inner {
     tcp_idle: Mutex<Duration>,
     max_tcp: usize,
     pub(crate) shares: Mutex<crate::admin::Shares>,
+    rebuild: Mutex<()>,
+    reloading: Mutex<()>,
 }
 
 /// The DNS traffic manager.
@@ -226,6 +228,8 @@ impl DnsServer {
             tcp_idle: Mutex::new(dns.tcp_idle_timeout),
             max_tcp: dns.max_tcp_connections,
             shares: Mutex::new(crate::admin::Shares::default()),
+            rebuild: Mutex::new(()),
+            reloading: Mutex::new(()),
         });
         Ok(DnsServer { inner })
     }
@@ -288,6 +292,7 @@ impl DnsServer {
     pub fn reload(&self, cfg: &Config) -> Result<(), DnsError> {
         let dns = cfg.dns.as_ref().ok_or(DnsError::NoDnsSection)?;
         let inner = &self.inner;
+        let _one_at_a_time = inner.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old_cells = inner
             .cells
             .lock()
@@ -316,8 +321,7 @@ impl DnsServer {
             tracing::warn!("dns.listen changed; the new addresses take effect after a restart");
         }
         *inner.tcp_idle.lock().unwrap_or_else(|p| p.into_inner()) = dns.tcp_idle_timeout;
-        *inner.cells.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(cells);
-        inner.rebuild_routing_with(Some(catalog));
+        inner.rebuild_routing_with(Some((catalog, cells)));
         inner.metrics.reload(true);
         tracing::info!(
             profiles = dns.profiles.len(),
@@ -403,8 +407,17 @@ impl Inner {
         self.rebuild_routing_with(None);
     }
 
-    fn rebuild_routing_with(&self, catalog: Option<Arc<Catalog>>) {
-        let catalog = catalog.unwrap_or_else(|| self.routing.load().catalog.clone());
+    /// Build and publish a routing snapshot. Serialised, so a health-triggered rebuild can
+    /// never publish an older catalog over a reload's newer one.
+    fn rebuild_routing_with(&self, new: Option<(Arc<Catalog>, Cells)>) {
+        let _serial = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let catalog = match new {
+            Some((catalog, cells)) => {
+                *self.cells.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(cells);
+                catalog
+            }
+            None => self.routing.load().catalog.clone(),
+        };
         let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let overrides = self
             .overrides

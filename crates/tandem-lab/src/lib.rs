@@ -224,7 +224,7 @@ impl Lab {
         let mut dns_server = None;
         if let Some(dns_cfg) = &cfg.dns {
             let server = DnsServer::new(cfg, &mut registry, shutdown.clone())?;
-            let listeners = Listeners::bind(&dns_cfg.listen, dns_cfg.workers.max(1).min(2)).await?;
+            let listeners = Listeners::bind(&dns_cfg.listen, dns_cfg.workers.clamp(1, 2)).await?;
             dns_addrs = listeners.local_addrs();
             components.push(server.component());
             let s = server.clone();
