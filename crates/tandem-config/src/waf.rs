@@ -793,3 +793,31 @@ fn valid_target(t: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
 }
+
+/// Check that every `waf = "NAME"` reference (from the edge's routes) names a defined
+/// policy; `refs` are the key path of each reference and the name it gives.
+// Called from the edge section's validation once that section lands on main.
+#[allow(dead_code)]
+pub(crate) fn check_references(ctx: &mut Ctx, waf: Option<&WafConfig>, refs: &[(KeyPath, String)]) {
+    for (key, name) in refs {
+        if waf.is_some_and(|w| w.policy(name).is_some()) {
+            continue;
+        }
+        let hint = match waf {
+            Some(w) if !w.policies.is_empty() => format!(
+                "use one of the defined policies ({}), or add [waf.policies.{name}]",
+                w.policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => format!("define it: add a [waf.policies.{name}] table with mode and crs"),
+        };
+        ctx.error(
+            key,
+            format!("WAF policy {name:?} is not defined"),
+            Some(hint),
+        );
+    }
+}

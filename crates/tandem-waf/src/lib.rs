@@ -23,6 +23,7 @@ pub mod ftw;
 pub mod metrics;
 pub mod operator;
 pub mod pattern;
+pub mod policies;
 pub mod policy;
 pub mod rule;
 pub mod ruleset;
@@ -34,6 +35,7 @@ pub mod variable;
 
 pub use error::{LoadError, ParseError};
 pub use metrics::WafMetrics;
+pub use policies::WafPolicies;
 pub use policy::{Outcome, Policy, PolicyTransaction, RouteOptions, Verdict};
 pub use rule::EngineMode;
 pub use ruleset::{Loader, RuleSet};

@@ -61,14 +61,32 @@ impl RequestHead {
         client: SocketAddr,
         request_id: impl Into<String>,
     ) -> RequestHead {
-        let uri = parts
-            .uri
+        Self::from_http(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            client,
+            request_id,
+        )
+    }
+
+    /// Build from the pieces of an `http` request head.
+    pub fn from_http(
+        method: &http::Method,
+        uri: &http::Uri,
+        version: http::Version,
+        headers: &http::HeaderMap,
+        client: SocketAddr,
+        request_id: impl Into<String>,
+    ) -> RequestHead {
+        let target = uri
             .path_and_query()
-            .map_or_else(|| parts.uri.to_string(), |p| p.as_str().to_string());
+            .map_or_else(|| uri.to_string(), |p| p.as_str().to_string());
         RequestHead {
-            method: parts.method.as_str().to_string(),
-            uri: uri.into_bytes(),
-            protocol: match parts.version {
+            method: method.as_str().to_string(),
+            uri: target.into_bytes(),
+            protocol: match version {
                 http::Version::HTTP_09 => "HTTP/0.9",
                 http::Version::HTTP_10 => "HTTP/1.0",
                 http::Version::HTTP_2 => "HTTP/2.0",
@@ -76,8 +94,7 @@ impl RequestHead {
                 _ => "HTTP/1.1",
             }
             .to_string(),
-            headers: parts
-                .headers
+            headers: headers
                 .iter()
                 .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
                 .collect(),

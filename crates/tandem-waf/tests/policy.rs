@@ -317,3 +317,26 @@ fn missing_crs_is_a_clear_error() {
         "{text}"
     );
 }
+
+#[test]
+fn policies_share_compiled_rules() {
+    let Some(dir) = ftw::default_crs_dir() else {
+        return;
+    };
+    let src = format!(
+        "[waf]\ncrs = \"{}\"\n[waf.policies.a]\nmode = \"prevention\"\n[waf.policies.b]\nmode = \"detection\"\nparanoia_level = 2\n",
+        dir.display()
+    );
+    let cfg = tandem_config::parse(&src, "t.toml").expect("valid");
+    let all =
+        tandem_waf::WafPolicies::compile(&cfg.waf.expect("waf"), None, &WafMetrics::default())
+            .expect("compiles");
+    let (a, b) = (all.get("a").expect("a"), all.get("b").expect("b"));
+    assert!(Arc::ptr_eq(
+        a.rules().expect("rules"),
+        b.rules().expect("rules")
+    ));
+    assert_eq!(all.status().as_array().map(Vec::len), Some(2));
+    let o = run(b, &head("GET", SQLI, "198.51.100.9", &[]), b"");
+    assert!(o.verdict.is_continue() && o.would_block.is_some());
+}
