@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tandem_waf::ftw;
 
-/// The share of the corpus that must pass (skips count as not passing).
-const FLOOR: f64 = 0.95;
+/// The share of the corpus that must pass (skips count as not passing). The goal is 95%; the
+/// engine passes all of it, so the floor guards against regressions.
+const FLOOR: f64 = 0.99;
 
 #[test]
 fn crs_regression_corpus_pass_rate() {

@@ -340,3 +340,36 @@ fn policies_share_compiled_rules() {
     let o = run(b, &head("GET", SQLI, "198.51.100.9", &[]), b"");
     assert!(o.verdict.is_continue() && o.would_block.is_some());
 }
+
+#[test]
+fn response_bodies_are_inspected_when_asked() {
+    let Some(dir) = ftw::default_crs_dir() else {
+        return;
+    };
+    let cfg = policy_cfg(&format!(
+        "crs = \"{}\"\ninspect_response_body = true\n",
+        dir.display()
+    ));
+    let p = Arc::new(Policy::compile(&cfg, None, None, WafMetrics::default()).expect("compiles"));
+    let mut t = p.transaction(
+        &head("GET", "/report", "198.51.100.9", &[]),
+        &RouteOptions::default(),
+    );
+    assert!(t.request_headers().is_continue());
+    let headers = vec![(b"Content-Type".to_vec(), b"text/html".to_vec())];
+    assert!(t.response_headers(200, &headers).is_continue());
+    assert!(t.wants_response_body());
+    let leak = b"<html>Warning: mysql_fetch_array() expects parameter 1 to be resource, boolean given in /var/www/x.php on line 3</html>";
+    let v = t.response_body(leak);
+    let o = t.finish();
+    assert!(
+        !v.is_continue(),
+        "{:?}",
+        o.matches.iter().map(|m| m.rule_id).collect::<Vec<_>>()
+    );
+    assert!(
+        o.matches
+            .iter()
+            .any(|m| m.rule_id / 1000 == 951 || m.rule_id / 1000 == 953)
+    );
+}
