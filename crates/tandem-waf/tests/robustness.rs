@@ -1,5 +1,6 @@
 //! The parsers and transformations on generated hostile input: they may refuse it, never
-//! panic. (The same entry points as the fuzz targets in `fuzz/`, with a fixed seed.)
+//! panic. (The same entry points as the `waf_*` fuzz targets in the repository's `fuzz/`, with a
+//! fixed seed: `cargo +nightly fuzz run waf_seclang` and so on.)
 
 use tandem_waf::body;
 use tandem_waf::transform::Transform;
