@@ -259,8 +259,8 @@ impl VarRef {
     fn cache_key(&self) -> Option<(u8, u32)> {
         match &self.src {
             Src::Pair(s, i, n) => Some((*s as u8 * 2 + u8::from(*n), *i)),
-            Src::Scalar(v) => Some((100, *v as u32)),
-            Src::Xml(i) => Some((101, *i)),
+            Src::Scalar(v) => Some((16, *v as u32)),
+            Src::Xml(i) => Some((17, *i)),
             Src::Owned(_) | Src::TxTarget(_) => None,
         }
     }
@@ -370,13 +370,19 @@ impl Data {
 
 #[derive(Debug, Default)]
 struct TCache {
-    map: FastMap<(u16, u8, u32), Loc>,
+    /// Per value class (pair store and side, scalars, XML): a dense table indexed by
+    /// `value index * nodes + chain node`. Lookups are two bounds-checked loads, no hashing.
+    dense: [Vec<Loc>; CACHE_CLASSES],
+    nodes: usize,
     arena: Vec<u8>,
     scratch: Vec<u8>,
 }
 
+const CACHE_CLASSES: usize = 18;
+
 #[derive(Debug, Clone, Copy)]
 enum Loc {
+    Unset,
     Base,
     Arena(u32, u32),
 }
@@ -384,9 +390,28 @@ enum Loc {
 impl TCache {
     fn get<'a>(&'a self, base: &'a [u8], loc: Loc) -> &'a [u8] {
         match loc {
-            Loc::Base => base,
+            Loc::Base | Loc::Unset => base,
             Loc::Arena(s, l) => &self.arena[s as usize..(s + l) as usize],
         }
+    }
+
+    fn lookup(&self, class: u8, idx: u32, node: u16) -> Option<Loc> {
+        let slot = (idx as usize) * self.nodes + usize::from(node);
+        match self.dense.get(usize::from(class))?.get(slot) {
+            Some(Loc::Unset) | None => None,
+            Some(l) => Some(*l),
+        }
+    }
+
+    fn store(&mut self, class: u8, idx: u32, node: u16, loc: Loc) {
+        let slot = (idx as usize) * self.nodes + usize::from(node);
+        let Some(v) = self.dense.get_mut(usize::from(class)) else {
+            return;
+        };
+        if v.len() <= slot {
+            v.resize((idx as usize + 1) * self.nodes, Loc::Unset);
+        }
+        v[slot] = loc;
     }
 
     /// Run `steps` over `base`, caching each prefix when `key` is given. `locs` receives the
@@ -402,18 +427,18 @@ impl TCache {
         // The whole chain is usually cached already: one lookup instead of one per step.
         if locs.is_none()
             && let (Some((k, i)), Some(&(last, _))) = (key, steps.last())
-            && let Some(&l) = self.map.get(&(last, k, i))
+            && let Some(l) = self.lookup(k, i, last)
         {
             return l;
         }
         for &(node, t) in steps {
             if let Some((k, i)) = key
-                && let Some(&l) = self.map.get(&(node, k, i))
+                && let Some(l) = self.lookup(k, i, node)
             {
                 loc = l;
             } else {
                 let input = match loc {
-                    Loc::Base => base,
+                    Loc::Base | Loc::Unset => base,
                     Loc::Arena(s, l) => &self.arena[s as usize..(s + l) as usize],
                 };
                 let changed = t.apply(input, &mut self.scratch);
@@ -423,7 +448,7 @@ impl TCache {
                     loc = Loc::Arena(start as u32, self.scratch.len() as u32);
                 }
                 if let Some((k, i)) = key {
-                    self.map.insert((node, k, i), loc);
+                    self.store(k, i, node, loc);
                 }
             }
             if let Some(l) = locs.as_deref_mut() {
@@ -568,6 +593,7 @@ impl Transaction {
             d.processor = Some(BodyProcessor::Multipart);
         }
         let mode = s.engine;
+        let nodes = rs.trie().len();
         let request_body_access = s.request_body_access;
         let response_body_access = s.response_body_access;
         let request_body_limit = s.request_body_limit;
@@ -580,7 +606,8 @@ impl Transaction {
             matched_var_name: Vec::new(),
             matched_vars: Vec::new(),
             cache: TCache {
-                map: FastMap::with_capacity_and_hasher(1024, Default::default()),
+                dense: Default::default(),
+                nodes,
                 arena: Vec::with_capacity(4096),
                 scratch: Vec::with_capacity(1024),
             },
