@@ -7,6 +7,7 @@ mod lab;
 mod status;
 mod up;
 mod volume;
+mod waf;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ pub(crate) enum Command {
     Status(status::Args),
     /// Fail and restore regions of a running lab.
     Lab(lab::Args),
+    /// Check WAF policies, evaluate a request, run the CRS regression corpus.
+    Waf(waf::Args),
 }
 
 /// The config file option, shared by the commands that read one.
@@ -67,6 +70,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Volume(a) => volume::run(a),
         Command::Status(a) => status::run(a),
         Command::Lab(a) => lab::run(a),
+        Command::Waf(a) => waf::run(a),
     }
 }
 

@@ -1,0 +1,1841 @@
+//! One request's evaluation against a [`RuleSet`], with ModSecurity's phase semantics.
+//!
+//! The request's parts are copied once into [`Data`]; rules then read them through
+//! lightweight descriptors, so enumerating a collection allocates nothing. Transformation
+//! results are cached per (transformation-chain prefix, value) for the whole transaction:
+//! CRS applies the same few chains (`urlDecodeUni`, `lowercase`, ...) to the same values in
+//! hundreds of rules, and each is computed once.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+
+use crate::body::{self, Pairs};
+use crate::operator::{OpOutput, atoi};
+use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, Effect, EngineMode, Rule, SetOp};
+use crate::ruleset::{Item, RuleSet};
+use crate::template::Template;
+use crate::transform::Transform;
+use crate::variable::{Key, Target, Var};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type TxMap = IndexMap<String, Vec<u8>, foldhash::fast::FixedState>;
+
+/// The bytes a descriptor stands for.
+fn value_of<'a>(d: &'a Data, tx: &'a TxMap, link: &'a Rule, r: &'a VarRef) -> &'a [u8] {
+    match &r.src {
+        Src::TxTarget(i) => match link.targets.get(usize::from(*i)).map(|t| &t.key) {
+            Some(Key::Name(k)) => tx.get(k.as_str()).map_or(&[][..], Vec::as_slice),
+            _ => &[],
+        },
+        _ => d.value(r),
+    }
+}
+
+/// The request line and headers, as the edge received them.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// Method, as sent.
+    pub method: String,
+    /// Request target as sent (`/path?query`, or an absolute URI).
+    pub uri: Vec<u8>,
+    /// Protocol, like `HTTP/1.1`.
+    pub protocol: String,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The local address the request arrived on.
+    pub server: Option<SocketAddr>,
+    /// The request id (becomes `UNIQUE_ID`).
+    pub request_id: String,
+}
+
+impl RequestHead {
+    /// Build from `http` request parts.
+    pub fn from_parts(
+        parts: &http::request::Parts,
+        client: SocketAddr,
+        request_id: impl Into<String>,
+    ) -> RequestHead {
+        Self::from_http(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            client,
+            request_id,
+        )
+    }
+
+    /// Build from the pieces of an `http` request head.
+    pub fn from_http(
+        method: &http::Method,
+        uri: &http::Uri,
+        version: http::Version,
+        headers: &http::HeaderMap,
+        client: SocketAddr,
+        request_id: impl Into<String>,
+    ) -> RequestHead {
+        let target = uri
+            .path_and_query()
+            .map_or_else(|| uri.to_string(), |p| p.as_str().to_string());
+        RequestHead {
+            method: method.as_str().to_string(),
+            uri: target.into_bytes(),
+            protocol: match version {
+                http::Version::HTTP_09 => "HTTP/0.9",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/1.1",
+            }
+            .to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            client,
+            server: None,
+            request_id: request_id.into(),
+        }
+    }
+}
+
+/// A disruptive decision taken by a rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Interruption {
+    /// The rule that decided.
+    pub rule_id: u32,
+    /// What to do.
+    pub action: InterruptAction,
+    /// HTTP status.
+    pub status: u16,
+}
+
+/// How a transaction was interrupted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterruptAction {
+    /// Refuse with a status.
+    Deny,
+    /// Close the connection.
+    Drop,
+    /// Redirect.
+    Redirect {
+        /// Location.
+        location: String,
+    },
+}
+
+/// A rule that matched.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MatchRecord {
+    /// Rule id.
+    pub rule_id: u32,
+    /// Phase it ran in.
+    pub phase: u8,
+    /// `msg`, expanded.
+    pub message: String,
+    /// `logdata`, expanded and truncated.
+    pub data: String,
+    /// The variable that matched last (like `ARGS:q`).
+    pub matched_var: String,
+    /// Its value, truncated.
+    pub matched_value: String,
+    /// Severity (0-7), if set.
+    pub severity: Option<u8>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Whether the rule logs (`log` / `nolog`).
+    pub logged: bool,
+    /// Whether the rule's disruptive action would block (deny/drop/redirect).
+    pub disruptive: bool,
+    /// `ver`
+    pub ver: Option<String>,
+    /// Source file and line.
+    pub file: String,
+    /// Line.
+    pub line: usize,
+}
+
+impl MatchRecord {
+    /// The ModSecurity-style error-log line (`[id "942100"] [msg "..."] ...`), which rule
+    /// tests and log tooling grep for.
+    pub fn log_line(&self) -> String {
+        let mut s = format!(
+            "ModSecurity: Warning. Matched \"{}\". [file \"{}\"] [line \"{}\"] [id \"{}\"]",
+            esc(&self.matched_var),
+            esc(&self.file),
+            self.line,
+            self.rule_id
+        );
+        if !self.message.is_empty() {
+            s.push_str(&format!(" [msg \"{}\"]", esc(&self.message)));
+        }
+        if !self.data.is_empty() {
+            s.push_str(&format!(" [data \"{}\"]", esc(&self.data)));
+        }
+        if let Some(sev) = self.severity {
+            s.push_str(&format!(
+                " [severity \"{}\"]",
+                crate::rule::severity_name(sev)
+            ));
+        }
+        if let Some(v) = &self.ver {
+            s.push_str(&format!(" [ver \"{}\"]", esc(v)));
+        }
+        for t in &self.tags {
+            s.push_str(&format!(" [tag \"{}\"]", esc(t)));
+        }
+        s
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('"', "\\\"")
+}
+
+/// The most bytes of matched data kept in a [`MatchRecord`].
+pub const MATCH_DATA_LIMIT: usize = 256;
+
+/// Limits on one transaction's work.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Wall-clock time the rules may take in total.
+    pub time: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            time: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Where a value comes from.
+#[derive(Debug, Clone)]
+enum Src {
+    /// `(collection storage, index, name?)`: value or name of a pair.
+    Pair(Store, u32, bool),
+    /// A scalar variable (stable within the transaction).
+    Scalar(Var),
+    /// XML text (0) or attribute (1+i).
+    Xml(u32),
+    /// A computed or volatile value.
+    Owned(Vec<u8>),
+    /// The TX variable named by the link's target `i` (read when inspected).
+    TxTarget(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+enum Store {
+    ArgsGet,
+    ArgsPost,
+    Headers,
+    Cookies,
+    Files,
+    FileSizes,
+    PartHeaders,
+    RespHeaders,
+}
+
+/// A value to inspect: where it is and what it is called.
+#[derive(Debug, Clone)]
+struct VarRef {
+    src: Src,
+    var: Var,
+    /// The member name, unless it can be read from the pair (`Src::Pair`).
+    name: Vec<u8>,
+}
+
+impl VarRef {
+    /// Cache key for transformation results, when the value is stable.
+    fn cache_key(&self) -> Option<(u8, u32)> {
+        match &self.src {
+            Src::Pair(s, i, n) => Some((*s as u8 * 2 + u8::from(*n), *i)),
+            Src::Scalar(v) => Some((16, *v as u32)),
+            Src::Xml(i) => Some((17, *i)),
+            Src::Owned(_) | Src::TxTarget(_) => None,
+        }
+    }
+}
+
+/// The request and response as rules see them.
+#[derive(Debug, Default)]
+struct Data {
+    method: Vec<u8>,
+    protocol: Vec<u8>,
+    uri_raw: Vec<u8>,
+    uri: Vec<u8>,
+    filename: Vec<u8>,
+    basename: Vec<u8>,
+    query: Vec<u8>,
+    request_line: Vec<u8>,
+    headers: Pairs,
+    cookies: Pairs,
+    args_get: Pairs,
+    args_post: Pairs,
+    body: Vec<u8>,
+    body_len: usize,
+    body_visible: bool,
+    processor: Option<BodyProcessor>,
+    reqbody_error: bool,
+    reqbody_error_msg: Vec<u8>,
+    urlencoded_error: bool,
+    multipart: body::Multipart,
+    multipart_strict_error: bool,
+    xml: Option<body::XmlDoc>,
+    remote_addr: Vec<u8>,
+    remote_ip: Option<IpAddr>,
+    remote_port: Vec<u8>,
+    server_addr: Vec<u8>,
+    server_port: Vec<u8>,
+    server_name: Vec<u8>,
+    unique_id: Vec<u8>,
+    resp_status: Vec<u8>,
+    resp_protocol: Vec<u8>,
+    resp_headers: Pairs,
+    resp_body: Vec<u8>,
+    resp_content_type: Vec<u8>,
+}
+
+impl Data {
+    fn pairs(&self, s: Store) -> &Pairs {
+        match s {
+            Store::ArgsGet => &self.args_get,
+            Store::ArgsPost => &self.args_post,
+            Store::Headers => &self.headers,
+            Store::Cookies => &self.cookies,
+            Store::Files => &self.multipart.files,
+            Store::FileSizes => &self.multipart.file_sizes,
+            Store::PartHeaders => &self.multipart.part_headers,
+            Store::RespHeaders => &self.resp_headers,
+        }
+    }
+
+    fn value<'a>(&'a self, r: &'a VarRef) -> &'a [u8] {
+        match &r.src {
+            Src::Pair(s, i, name) => self
+                .pairs(*s)
+                .get(*i as usize)
+                .map_or(&[][..], |(n, v)| if *name { n } else { v }),
+            Src::Xml(0) => self.xml.as_ref().map_or(&[][..], |x| &x.text),
+            Src::Xml(i) => self
+                .xml
+                .as_ref()
+                .and_then(|x| x.attributes.get(*i as usize - 1))
+                .map_or(&[][..], Vec::as_slice),
+            Src::Scalar(v) => self.scalar(*v).unwrap_or(&[]),
+            Src::Owned(v) => v,
+            Src::TxTarget(_) => &[],
+        }
+    }
+
+    fn scalar(&self, v: Var) -> Option<&[u8]> {
+        Some(match v {
+            Var::RequestMethod => &self.method,
+            Var::RequestProtocol => &self.protocol,
+            Var::RequestUriRaw => &self.uri_raw,
+            Var::RequestUri => &self.uri,
+            Var::RequestFilename => &self.filename,
+            Var::RequestBasename => &self.basename,
+            Var::QueryString => &self.query,
+            Var::RequestLine => &self.request_line,
+            Var::RequestBody if self.body_visible => &self.body,
+            Var::RequestBody => return None,
+            Var::ResponseBody => &self.resp_body,
+            Var::RemoteAddr => &self.remote_addr,
+            Var::RemotePort => &self.remote_port,
+            Var::ServerAddr => &self.server_addr,
+            Var::ServerPort => &self.server_port,
+            Var::ServerName => &self.server_name,
+            Var::RemoteHost => &self.remote_addr,
+            Var::UniqueId => &self.unique_id,
+            Var::ReqbodyErrorMsg | Var::ReqbodyProcessorErrorMsg => &self.reqbody_error_msg,
+            Var::ResponseStatus => &self.resp_status,
+            Var::ResponseProtocol => &self.resp_protocol,
+            Var::ResponseContentType => &self.resp_content_type,
+            Var::MultipartFilename => &self.multipart.last_filename,
+            Var::MultipartName => &self.multipart.last_name,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct TCache {
+    /// Per value class (pair store and side, scalars, XML): a dense table indexed by
+    /// `value index * nodes + chain node`. Lookups are two bounds-checked loads, no hashing.
+    dense: [Vec<Loc>; CACHE_CLASSES],
+    nodes: usize,
+    arena: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+const CACHE_CLASSES: usize = 18;
+
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    Unset,
+    Base,
+    Arena(u32, u32),
+}
+
+impl TCache {
+    fn get<'a>(&'a self, base: &'a [u8], loc: Loc) -> &'a [u8] {
+        match loc {
+            Loc::Base | Loc::Unset => base,
+            Loc::Arena(s, l) => &self.arena[s as usize..(s + l) as usize],
+        }
+    }
+
+    fn lookup(&self, class: u8, idx: u32, node: u16) -> Option<Loc> {
+        let slot = (idx as usize) * self.nodes + usize::from(node);
+        match self.dense.get(usize::from(class))?.get(slot) {
+            Some(Loc::Unset) | None => None,
+            Some(l) => Some(*l),
+        }
+    }
+
+    fn store(&mut self, class: u8, idx: u32, node: u16, loc: Loc) {
+        let slot = (idx as usize) * self.nodes + usize::from(node);
+        let Some(v) = self.dense.get_mut(usize::from(class)) else {
+            return;
+        };
+        if v.len() <= slot {
+            v.resize((idx as usize + 1) * self.nodes, Loc::Unset);
+        }
+        v[slot] = loc;
+    }
+
+    /// Run `steps` over `base`, caching each prefix when `key` is given. `locs` receives the
+    /// location after every step (for multiMatch).
+    fn run(
+        &mut self,
+        base: &[u8],
+        key: Option<(u8, u32)>,
+        steps: &[(u16, Transform)],
+        mut locs: Option<&mut Vec<Loc>>,
+    ) -> Loc {
+        let mut loc = Loc::Base;
+        // The whole chain is usually cached already: one lookup instead of one per step.
+        if locs.is_none()
+            && let (Some((k, i)), Some(&(last, _))) = (key, steps.last())
+            && let Some(l) = self.lookup(k, i, last)
+        {
+            return l;
+        }
+        for &(node, t) in steps {
+            if let Some((k, i)) = key
+                && let Some(l) = self.lookup(k, i, node)
+            {
+                loc = l;
+            } else {
+                let input = match loc {
+                    Loc::Base | Loc::Unset => base,
+                    Loc::Arena(s, l) => &self.arena[s as usize..(s + l) as usize],
+                };
+                let changed = t.apply(input, &mut self.scratch);
+                if changed {
+                    let start = self.arena.len();
+                    self.arena.extend_from_slice(&self.scratch);
+                    loc = Loc::Arena(start as u32, self.scratch.len() as u32);
+                }
+                if let Some((k, i)) = key {
+                    self.store(k, i, node, loc);
+                }
+            }
+            if let Some(l) = locs.as_deref_mut() {
+                l.push(loc);
+            }
+        }
+        loc
+    }
+}
+
+/// Runtime changes made by `ctl` actions.
+#[derive(Debug, Default, Clone)]
+struct Ctls {
+    removed_ids: Vec<(u32, u32)>,
+    removed_tags: Vec<String>,
+    removed_targets_by_id: Vec<((u32, u32), Arc<Target>)>,
+    removed_targets_by_tag: Vec<(String, Arc<Target>)>,
+}
+
+/// One transaction.
+pub struct Transaction {
+    rs: Arc<RuleSet>,
+    d: Data,
+    tx: TxMap,
+    other_colls: FastMap<String, IndexMap<String, Vec<u8>>>,
+    matched_var: Vec<u8>,
+    matched_var_name: Vec<u8>,
+    matched_vars: Vec<(Vec<u8>, Vec<u8>)>,
+    cache: TCache,
+    ctls: Ctls,
+    mode: EngineMode,
+    request_body_access: bool,
+    response_body_access: bool,
+    force_body_variable: bool,
+    request_body_limit: usize,
+    interruption: Option<Interruption>,
+    allow: Option<AllowScope>,
+    allow_phase: u8,
+    matches: Vec<MatchRecord>,
+    highest_severity: u8,
+    started: Instant,
+    budget: Budget,
+    rules_time: Duration,
+    budget_exceeded: bool,
+    limit_exceeded: bool,
+    phases_done: u8,
+    op_out: OpOutput,
+    refs_buf: Vec<VarRef>,
+    /// Extra error-log lines (body parser errors), for tooling.
+    notes: Vec<String>,
+    evaluated: u32,
+    op_calls: u32,
+    silent_matches: u32,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("unique_id", &String::from_utf8_lossy(&self.d.unique_id))
+            .field("mode", &self.mode)
+            .field("interruption", &self.interruption)
+            .field("matches", &self.matches.len())
+            .finish()
+    }
+}
+
+impl Transaction {
+    /// Start a transaction: copies the request line and headers and parses the query
+    /// string and cookies.
+    pub fn new(rs: Arc<RuleSet>, head: &RequestHead) -> Transaction {
+        let s = &rs.settings;
+        let mut d = Data {
+            method: head.method.as_bytes().to_vec(),
+            protocol: head.protocol.as_bytes().to_vec(),
+            uri_raw: head.uri.clone(),
+            ..Data::default()
+        };
+        d.request_line = [
+            head.method.as_bytes(),
+            b" ",
+            &head.uri,
+            b" ",
+            head.protocol.as_bytes(),
+        ]
+        .concat();
+        // REQUEST_URI has no scheme or host even when the request line had them.
+        let mut uri = head.uri.as_slice();
+        if let Some(p) = memchr::memmem::find(uri, b"://")
+            && uri[..p].iter().all(u8::is_ascii_alphabetic)
+        {
+            let after = &uri[p + 3..];
+            uri = match after.iter().position(|&c| c == b'/' || c == b'?') {
+                Some(q) => &after[q..],
+                None => b"/",
+            };
+        }
+        d.uri = uri.to_vec();
+        let no_frag = match memchr::memchr(b'#', uri) {
+            Some(p) => &uri[..p],
+            None => uri,
+        };
+        let (path, query) = match memchr::memchr(b'?', no_frag) {
+            Some(p) => (&no_frag[..p], &no_frag[p + 1..]),
+            None => (no_frag, &b""[..]),
+        };
+        // REQUEST_FILENAME is the percent-decoded path, as servers hand it to ModSecurity.
+        d.filename = crate::transform::percent_decode(path);
+        d.basename = match d.filename.iter().rposition(|&c| c == b'/' || c == b'\\') {
+            Some(p) => d.filename[p + 1..].to_vec(),
+            None => d.filename.clone(),
+        };
+        d.query = query.to_vec();
+        let (args, bad) = body::parse_urlencoded(query, s.argument_separator, s.arguments_limit);
+        d.args_get = args;
+        d.urlencoded_error = bad;
+        d.headers = head.headers.clone();
+        for (n, v) in &head.headers {
+            if n.eq_ignore_ascii_case(b"cookie") {
+                body::parse_cookies(v, &mut d.cookies);
+            }
+            if n.eq_ignore_ascii_case(b"host") {
+                let host = match v.iter().rposition(|&c| c == b':') {
+                    Some(p) if !v.contains(&b']') || v[..p].ends_with(b"]") => &v[..p],
+                    _ => v,
+                };
+                d.server_name = host.to_vec();
+            }
+        }
+        d.remote_ip = Some(head.client.ip());
+        d.remote_addr = head.client.ip().to_string().into_bytes();
+        d.remote_port = head.client.port().to_string().into_bytes();
+        if let Some(srv) = head.server {
+            d.server_addr = srv.ip().to_string().into_bytes();
+            d.server_port = srv.port().to_string().into_bytes();
+        }
+        d.unique_id = head.request_id.as_bytes().to_vec();
+        let ct = header(&d.headers, b"content-type").unwrap_or_default();
+        let ctl = ct.to_ascii_lowercase();
+        if ctl.starts_with(b"application/x-www-form-urlencoded") {
+            d.processor = Some(BodyProcessor::Urlencoded);
+        } else if ctl.starts_with(b"multipart/form-data") {
+            d.processor = Some(BodyProcessor::Multipart);
+        }
+        let mode = s.engine;
+        let nodes = rs.trie().len();
+        let request_body_access = s.request_body_access;
+        let response_body_access = s.response_body_access;
+        let request_body_limit = s.request_body_limit;
+        Transaction {
+            rs,
+            d,
+            tx: IndexMap::default(),
+            other_colls: FastMap::default(),
+            matched_var: Vec::new(),
+            matched_var_name: Vec::new(),
+            matched_vars: Vec::new(),
+            cache: TCache {
+                dense: Default::default(),
+                nodes,
+                arena: Vec::with_capacity(4096),
+                scratch: Vec::with_capacity(1024),
+            },
+            ctls: Ctls::default(),
+            mode,
+            request_body_access,
+            response_body_access,
+            force_body_variable: false,
+            request_body_limit,
+            interruption: None,
+            allow: None,
+            allow_phase: 0,
+            matches: Vec::new(),
+            highest_severity: 255,
+            started: Instant::now(),
+            budget: Budget::default(),
+            rules_time: Duration::ZERO,
+            budget_exceeded: false,
+            limit_exceeded: false,
+            phases_done: 0,
+            op_out: OpOutput::default(),
+            refs_buf: Vec::with_capacity(64),
+            notes: Vec::new(),
+            evaluated: 0,
+            op_calls: 0,
+            silent_matches: 0,
+        }
+    }
+
+    /// Override the engine mode for this transaction (before any phase runs).
+    pub fn set_mode(&mut self, mode: EngineMode) {
+        self.mode = mode;
+    }
+
+    /// The engine mode in effect (rules may change it with `ctl:ruleEngine`).
+    pub fn mode(&self) -> EngineMode {
+        self.mode
+    }
+
+    /// Set the work budget.
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
+    /// Remove rules for this transaction only (policy exclusions).
+    pub fn remove_rules(&mut self, ranges: &[(u32, u32)], tags: &[String]) {
+        self.ctls.removed_ids.extend_from_slice(ranges);
+        self.ctls.removed_tags.extend(tags.iter().cloned());
+    }
+
+    /// Exclude a target from rules for this transaction only (policy exclusions).
+    pub fn remove_target(&mut self, ranges: &[(u32, u32)], target: Arc<Target>) {
+        for r in ranges {
+            self.ctls.removed_targets_by_id.push((*r, target.clone()));
+        }
+    }
+
+    /// Exclude a target from rules with a tag for this transaction only.
+    pub fn remove_target_by_tag(&mut self, tag: &str, target: Arc<Target>) {
+        self.ctls
+            .removed_targets_by_tag
+            .push((tag.to_string(), target));
+    }
+
+    /// Set a TX variable before evaluation (policy settings like paranoia level).
+    pub fn set_tx(&mut self, name: &str, value: &str) {
+        self.tx
+            .insert(name.to_ascii_lowercase(), value.as_bytes().to_vec());
+    }
+
+    /// A TX variable.
+    pub fn tx(&self, name: &str) -> Option<&[u8]> {
+        self.tx.get(&name.to_ascii_lowercase()).map(Vec::as_slice)
+    }
+
+    /// Phase 1: request headers.
+    pub fn process_request_headers(&mut self) -> Option<&Interruption> {
+        self.run_phase(1);
+        self.interruption.as_ref()
+    }
+
+    /// The body size limit in effect (rules may change it).
+    pub fn request_body_limit(&self) -> usize {
+        self.request_body_limit
+    }
+
+    /// Whether the request body is inspected at all.
+    pub fn wants_request_body(&self) -> bool {
+        self.request_body_access && self.mode != EngineMode::Off && self.interruption.is_none()
+    }
+
+    /// Process the (buffered) request body, then run phase 2. `truncated` says the edge cut
+    /// the body at the limit.
+    pub fn process_request_body(&mut self, body: &[u8]) -> Option<&Interruption> {
+        if self.phases_done < 1 {
+            self.run_phase(1);
+        }
+        if self.interruption.is_none() && self.request_body_access && self.mode != EngineMode::Off {
+            self.parse_body(body);
+        }
+        self.run_phase(2);
+        self.interruption.as_ref()
+    }
+
+    fn parse_body(&mut self, body: &[u8]) {
+        let s = &self.rs.settings;
+        let limit = self.request_body_limit;
+        let body = if body.len() > limit {
+            self.d.reqbody_error = true;
+            self.d.reqbody_error_msg = b"Request body is larger than the configured limit".to_vec();
+            &body[..limit]
+        } else {
+            body
+        };
+        self.d.body = body.to_vec();
+        self.d.body_len = body.len();
+        self.d.body_visible = self.force_body_variable;
+        let sep = s.argument_separator;
+        let arg_limit = s.arguments_limit;
+        let depth = s.json_depth_limit;
+        match self.d.processor {
+            Some(BodyProcessor::Urlencoded) => {
+                self.d.body_visible = true;
+                let (args, bad) = body::parse_urlencoded(body, sep, arg_limit);
+                self.d.args_post = args;
+                self.d.urlencoded_error |= bad;
+            }
+            Some(BodyProcessor::Multipart) => {
+                let ct = header(&self.d.headers, b"content-type").unwrap_or_default();
+                let mut flags = body::MultipartFlags::default();
+                match body::multipart_boundary(&ct, &mut flags) {
+                    Some(b) => {
+                        let mp = body::parse_multipart(body, &b, 100, arg_limit);
+                        let mut mp = mp;
+                        mp.flags.boundary_quoted |= flags.boundary_quoted;
+                        mp.flags.boundary_whitespace |= flags.boundary_whitespace;
+                        if let Some(e) = &mp.error {
+                            self.d.reqbody_error = true;
+                            self.d.reqbody_error_msg =
+                                format!("Multipart parsing error: {e}").into_bytes();
+                            self.notes.push(format!("Multipart parsing error: {e}"));
+                        }
+                        self.d.multipart_strict_error = mp.flags.strict_error(mp.error.is_some());
+                        self.d.args_post = mp.args.clone();
+                        self.d.multipart = mp;
+                    }
+                    None => {
+                        self.d.reqbody_error = true;
+                        self.d.multipart_strict_error = true;
+                        self.d.reqbody_error_msg =
+                            b"Multipart parsing error: invalid boundary in Content-Type".to_vec();
+                        self.notes.push(
+                            "Multipart parsing error: invalid boundary in Content-Type".into(),
+                        );
+                    }
+                }
+            }
+            Some(BodyProcessor::Json) => match body::parse_json(body, depth, arg_limit) {
+                Ok(args) => self.d.args_post = args,
+                Err(e) => {
+                    if !body.is_empty() {
+                        self.d.reqbody_error = true;
+                        self.d.reqbody_error_msg = e.clone().into_bytes();
+                        self.notes.push(e);
+                    }
+                }
+            },
+            Some(BodyProcessor::Xml) => match body::parse_xml(body, depth) {
+                Ok(doc) => self.d.xml = Some(doc),
+                Err(e) => {
+                    if !body.is_empty() {
+                        self.d.reqbody_error = true;
+                        self.d.reqbody_error_msg = e.clone().into_bytes();
+                        self.notes.push(e);
+                    }
+                }
+            },
+            None => {}
+        }
+    }
+
+    /// Phase 3: response headers.
+    pub fn process_response_headers(
+        &mut self,
+        status: u16,
+        protocol: &str,
+        headers: &[(Vec<u8>, Vec<u8>)],
+    ) -> Option<&Interruption> {
+        self.d.resp_status = status.to_string().into_bytes();
+        self.d.resp_protocol = protocol.as_bytes().to_vec();
+        self.d.resp_headers = headers.to_vec();
+        self.d.resp_content_type = header(headers, b"content-type").unwrap_or_default();
+        self.run_phase(3);
+        self.interruption.as_ref()
+    }
+
+    /// Whether the response body should be buffered and passed to
+    /// [`Transaction::process_response_body`] (access on and a listed MIME type).
+    pub fn wants_response_body(&self) -> bool {
+        if !self.response_body_access || self.mode == EngineMode::Off || self.interruption.is_some()
+        {
+            return false;
+        }
+        let ct = String::from_utf8_lossy(&self.d.resp_content_type).to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        self.rs
+            .settings
+            .response_body_mime_types
+            .iter()
+            .any(|m| m == mime)
+    }
+
+    /// Phase 4: response body.
+    pub fn process_response_body(&mut self, body: &[u8]) -> Option<&Interruption> {
+        if self.wants_response_body() {
+            let limit = self.rs.settings.response_body_limit;
+            self.d.resp_body = body[..body.len().min(limit)].to_vec();
+        }
+        self.run_phase(4);
+        self.interruption.as_ref()
+    }
+
+    /// Phase 5: logging.
+    pub fn process_logging(&mut self) {
+        self.run_phase(5);
+    }
+
+    /// The disruptive decision, if any (only in `On` mode).
+    pub fn interruption(&self) -> Option<&Interruption> {
+        self.interruption.as_ref()
+    }
+
+    /// Rules with `nolog` that matched and decided nothing (not kept as records).
+    pub fn silent_matches(&self) -> u32 {
+        self.silent_matches
+    }
+
+    /// Rules that matched and log or disrupt, in order.
+    pub fn matches(&self) -> &[MatchRecord] {
+        &self.matches
+    }
+
+    /// Body-parser notes (error-log lines that are not rule matches).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Time spent evaluating rules so far.
+    pub fn rules_time(&self) -> Duration {
+        self.rules_time
+    }
+
+    /// Whether evaluation stopped early because the time budget ran out.
+    pub fn budget_exceeded(&self) -> bool {
+        self.budget_exceeded
+    }
+
+    /// Whether a regular expression gave up on its backtracking limit.
+    pub fn regex_limit_exceeded(&self) -> bool {
+        self.limit_exceeded
+    }
+
+    /// Operator executions so far (values inspected by rules).
+    pub fn operator_calls(&self) -> u32 {
+        self.op_calls
+    }
+
+    /// Rules evaluated so far.
+    pub fn rules_evaluated(&self) -> u32 {
+        self.evaluated
+    }
+
+    /// Inbound anomaly score as CRS computed it (blocking score, else the total).
+    pub fn anomaly_score(&self) -> i64 {
+        for k in ["blocking_inbound_anomaly_score", "anomaly_score"] {
+            if let Some(v) = self.tx.get(k) {
+                let n = atoi(v);
+                if n > 0 {
+                    return n;
+                }
+            }
+        }
+        0
+    }
+
+    fn removed(&self, r: &Rule) -> bool {
+        self.ctls
+            .removed_ids
+            .iter()
+            .any(|&(a, b)| (a..=b).contains(&r.id))
+            || self.ctls.removed_tags.iter().any(|t| r.has_tag(t))
+    }
+
+    fn run_phase(&mut self, phase: u8) {
+        if phase <= self.phases_done {
+            return;
+        }
+        // Phases run in order; an earlier skipped phase runs now.
+        for p in (self.phases_done + 1)..phase {
+            self.run_phase(p);
+        }
+        self.phases_done = phase;
+        if self.mode == EngineMode::Off {
+            return;
+        }
+        if self.interruption.is_some() && phase < 5 {
+            return;
+        }
+        match self.allow {
+            Some(AllowScope::All) if phase < 5 => return,
+            Some(AllowScope::Request) if phase <= 2 => return,
+            Some(AllowScope::Phase) if self.allow_phase == phase => return,
+            _ => {}
+        }
+        if self.budget_exceeded {
+            return;
+        }
+        let start = Instant::now();
+        let rs = self.rs.clone();
+        let items = rs.phase(phase);
+        let mut i = 0;
+        let mut since_check = 0u32;
+        while i < items.len() {
+            let Item::Rule(rule) = &items[i] else {
+                i += 1;
+                continue;
+            };
+            if self.removed(rule) {
+                i += 1;
+                continue;
+            }
+            self.evaluated += 1;
+            self.matched_vars.clear();
+            let matched = self.eval_chain(rule, rule);
+            since_check += 1;
+            if since_check >= 16 {
+                since_check = 0;
+                if self.rules_time + start.elapsed() > self.budget.time {
+                    self.budget_exceeded = true;
+                    break;
+                }
+            }
+            if !matched {
+                i += 1;
+                continue;
+            }
+            self.on_full_match(rule, phase);
+            if self.interruption.is_some() {
+                break;
+            }
+            if let Some(scope) = self.allow {
+                if scope == AllowScope::Phase {
+                    self.allow_phase = phase;
+                }
+                break;
+            }
+            if let Some(name) = &rule.actions.skip_after {
+                i = rs
+                    .skip_target(phase, name)
+                    .unwrap_or(items.len())
+                    .max(i + 1);
+                continue;
+            }
+            if rule.actions.skip > 0 {
+                let mut n = rule.actions.skip;
+                i += 1;
+                while i < items.len() && n > 0 {
+                    if matches!(items[i], Item::Rule(_)) {
+                        n -= 1;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            i += 1;
+        }
+        self.rules_time += start.elapsed();
+    }
+
+    /// Evaluate a chain link and the rest of its chain; true when every link matched.
+    fn eval_chain(&mut self, starter: &Rule, link: &Rule) -> bool {
+        if !self.eval_link(starter, link) {
+            return false;
+        }
+        match &link.chained {
+            Some(next) => self.eval_chain(starter, next),
+            None => true,
+        }
+    }
+
+    fn on_full_match(&mut self, rule: &Rule, phase: u8) {
+        let disruptive = matches!(
+            rule.disruptive,
+            Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)
+        );
+        if let Some(s) = rule.actions.severity {
+            self.highest_severity = self.highest_severity.min(s);
+        }
+        if rule.log || disruptive {
+            self.record_match(rule, phase, disruptive);
+        } else {
+            self.silent_matches += 1;
+        }
+        self.disrupt(rule);
+    }
+
+    fn record_match(&mut self, rule: &Rule, phase: u8, disruptive: bool) {
+        let msg = rule
+            .actions
+            .msg
+            .as_ref()
+            .map(|t| lossy(&self.expand(t, Some(rule))))
+            .unwrap_or_default();
+        let data = rule
+            .actions
+            .logdata
+            .as_ref()
+            .map(|t| truncate(&lossy(&self.expand(t, Some(rule))), MATCH_DATA_LIMIT))
+            .unwrap_or_default();
+        self.matches.push(MatchRecord {
+            rule_id: rule.id,
+            phase,
+            message: msg,
+            data,
+            matched_var: lossy(&self.matched_var_name),
+            matched_value: truncate(&lossy(&self.matched_var), MATCH_DATA_LIMIT),
+            severity: rule.actions.severity,
+            tags: rule.actions.tags.clone(),
+            logged: rule.log,
+            disruptive,
+            ver: rule.actions.ver.clone(),
+            file: rule.file.to_string(),
+            line: rule.line,
+        });
+    }
+
+    fn disrupt(&mut self, rule: &Rule) {
+        match &rule.disruptive {
+            // allow is not disruptive to the client: it only stops inspection, in detection
+            // mode too (as ModSecurity does).
+            Disruptive::Allow(scope) => self.allow = Some(*scope),
+            Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)
+                if self.mode == EngineMode::On =>
+            {
+                let action = match &rule.disruptive {
+                    Disruptive::Drop => InterruptAction::Drop,
+                    Disruptive::Redirect(t) => InterruptAction::Redirect {
+                        location: lossy(&self.expand(t, Some(rule))),
+                    },
+                    _ => InterruptAction::Deny,
+                };
+                self.interruption = Some(Interruption {
+                    rule_id: rule.id,
+                    action,
+                    status: rule.status,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Evaluate one link: every target value through the transformations and the operator.
+    /// Effects run for each matching value, as in ModSecurity.
+    fn eval_link(&mut self, starter: &Rule, link: &Rule) -> bool {
+        if link.unconditional {
+            self.run_effects(starter, link);
+            return true;
+        }
+        let rs = self.rs.clone();
+        let steps = rs.trie().path(link.tchain);
+        let expanded: Vec<u8>;
+        let arg: &[u8] = match (&link.op.literal, link.op.template()) {
+            (Some(l), _) => l,
+            (None, Some(t)) => {
+                expanded = self.expand(t, Some(starter));
+                &expanded
+            }
+            (None, None) => &[],
+        };
+        let mut refs = std::mem::take(&mut self.refs_buf);
+        refs.clear();
+        self.collect(link, &mut refs);
+        let capture = link.actions.capture;
+        let mut matched_any = false;
+        let mut new_matched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut locs: Vec<Loc> = Vec::new();
+        for r in &refs {
+            let key = if r.var.is_stable() {
+                r.cache_key()
+            } else {
+                None
+            };
+            let base = value_of(&self.d, &self.tx, link, r);
+            let hit: Option<Vec<u8>>;
+            {
+                self.op_calls += 1;
+                let mut op_out = std::mem::take(&mut self.op_out);
+                op_out.limit_exceeded = false;
+                let remote = self.d.remote_ip;
+                if link.actions.multi_match {
+                    locs.clear();
+                    locs.push(Loc::Base);
+                    self.cache.run(base, key, steps, Some(&mut locs));
+                    let mut found = None;
+                    let mut prev: Option<&[u8]> = None;
+                    for &l in &locs {
+                        let v = self.cache.get(base, l);
+                        if prev == Some(v) {
+                            continue;
+                        }
+                        prev = Some(v);
+                        let m =
+                            link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
+                        if m {
+                            found = Some(v.to_vec());
+                            break;
+                        }
+                    }
+                    hit = found;
+                } else {
+                    let l = self.cache.run(base, key, steps, None);
+                    let v = self.cache.get(base, l);
+                    let m = link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
+                    hit = m.then(|| v.to_vec());
+                }
+                if op_out.limit_exceeded {
+                    self.limit_exceeded = true;
+                    self.tx
+                        .insert("msc_pcre_limits_exceeded".into(), b"1".to_vec());
+                }
+                if hit.is_some() && capture && !link.op.negated {
+                    for i in 0..10 {
+                        let key = i.to_string();
+                        match op_out.captures.get(i) {
+                            Some(Some(c)) => {
+                                self.tx.insert(key, c.clone());
+                            }
+                            _ => {
+                                if i < op_out.captures.len() || !op_out.captures.is_empty() {
+                                    self.tx.shift_remove(&key);
+                                }
+                            }
+                        }
+                    }
+                }
+                op_out.captures.clear();
+                self.op_out = op_out;
+            }
+            let Some(value) = hit else { continue };
+            matched_any = true;
+            let name = display_name(&self.d, link, r);
+            self.matched_var = value.clone();
+            self.matched_var_name = name.clone();
+            new_matched.push((name, value));
+            self.run_effects(starter, link);
+        }
+        if matched_any {
+            self.matched_vars = new_matched;
+        }
+        self.refs_buf = refs;
+        matched_any
+    }
+
+    fn run_effects(&mut self, starter: &Rule, link: &Rule) {
+        for e in &link.actions.effects {
+            match e {
+                Effect::SetVar(sv) => {
+                    // Literal keys (almost all of CRS's) need no expansion or allocation.
+                    let key_owned;
+                    let key: &str = match &sv.key_literal {
+                        Some(k) => k,
+                        None => {
+                            key_owned =
+                                lossy(&self.expand(&sv.key, Some(starter))).to_ascii_lowercase();
+                            &key_owned
+                        }
+                    };
+                    let coll = sv.collection.as_str();
+                    let new: Option<Vec<u8>> = match &sv.op {
+                        SetOp::Set(t) => Some(self.expand(t, Some(starter))),
+                        SetOp::Add(t) | SetOp::Sub(t) => {
+                            let current = self.coll_get(coll, key).map(atoi).unwrap_or(0);
+                            let delta = self.expand_int(t, starter);
+                            let n = if matches!(sv.op, SetOp::Add(_)) {
+                                current.saturating_add(delta)
+                            } else {
+                                current.saturating_sub(delta)
+                            };
+                            Some(n.to_string().into_bytes())
+                        }
+                        SetOp::Delete => None,
+                    };
+                    if coll == "TX" {
+                        match new {
+                            Some(v) => match self.tx.get_mut(key) {
+                                Some(slot) => *slot = v,
+                                None => {
+                                    self.tx.insert(key.to_string(), v);
+                                }
+                            },
+                            None => {
+                                self.tx.shift_remove(key);
+                            }
+                        }
+                    } else {
+                        self.coll_set(coll, key.to_string(), new);
+                    }
+                }
+                Effect::Ctl(c) => self.apply_ctl(c),
+                Effect::InitCol(coll, _) => {
+                    self.other_colls.entry(coll.clone()).or_default();
+                }
+                Effect::ExpireVar(..) => {}
+            }
+        }
+    }
+
+    fn coll_get(&self, coll: &str, key: &str) -> Option<&[u8]> {
+        if coll == "TX" {
+            self.tx.get(key).map(Vec::as_slice)
+        } else {
+            self.other_colls
+                .get(coll)
+                .and_then(|c| c.get(key))
+                .map(Vec::as_slice)
+        }
+    }
+
+    fn coll_set(&mut self, coll: &str, key: String, v: Option<Vec<u8>>) {
+        let map = if coll == "TX" {
+            &mut self.tx
+        } else {
+            // Non-TX collections live for this transaction only; see docs/waf.md.
+            let c = self.other_colls.entry(coll.to_string()).or_default();
+            match v {
+                Some(v) => {
+                    c.insert(key, v);
+                }
+                None => {
+                    c.shift_remove(&key);
+                }
+            }
+            return;
+        };
+        match v {
+            Some(v) => {
+                map.insert(key, v);
+            }
+            None => {
+                map.shift_remove(&key);
+            }
+        }
+    }
+
+    fn apply_ctl(&mut self, c: &Ctl) {
+        match c {
+            Ctl::RuleEngine(m) => {
+                // A policy in detection mode never turns blocking on from a rule.
+                if !(self.mode == EngineMode::DetectionOnly && *m == EngineMode::On) {
+                    self.mode = *m;
+                }
+            }
+            Ctl::RuleRemoveById(r) => self.ctls.removed_ids.extend_from_slice(r),
+            Ctl::RuleRemoveByTag(t) => self.ctls.removed_tags.push(t.clone()),
+            Ctl::RuleRemoveTargetById(r, t) => {
+                for x in r {
+                    self.ctls.removed_targets_by_id.push((*x, t.clone()));
+                }
+            }
+            Ctl::RuleRemoveTargetByTag(tag, t) => {
+                self.ctls
+                    .removed_targets_by_tag
+                    .push((tag.clone(), t.clone()));
+            }
+            Ctl::RequestBodyProcessor(p) => self.d.processor = Some(*p),
+            Ctl::ForceRequestBodyVariable(b) => self.force_body_variable = *b,
+            Ctl::RequestBodyAccess(b) => self.request_body_access = *b,
+            Ctl::ResponseBodyAccess(b) => self.response_body_access = *b,
+            Ctl::RequestBodyLimit(n) => self.request_body_limit = *n,
+            Ctl::Ignored => {}
+        }
+    }
+
+    fn no_exclusions(&self, link: &Rule) -> bool {
+        link.exclusions.is_empty()
+            && self.ctls.removed_targets_by_id.is_empty()
+            && self.ctls.removed_targets_by_tag.is_empty()
+    }
+
+    /// Whether the member `name` of `var` is excluded for this rule.
+    fn excluded(&self, link: &Rule, var: Var, name: &[u8]) -> bool {
+        let hit = |t: &Target| t.var == var && t.key.selects(name);
+        if link.exclusions.iter().any(hit) {
+            return true;
+        }
+        if self
+            .ctls
+            .removed_targets_by_id
+            .iter()
+            .any(|((a, b), t)| (*a..=*b).contains(&link.id) && hit(t))
+        {
+            return true;
+        }
+        self.ctls
+            .removed_targets_by_tag
+            .iter()
+            .any(|(tag, t)| link.has_tag(tag) && hit(t))
+    }
+
+    /// Enumerate the values a link inspects.
+    fn collect(&self, link: &Rule, out: &mut Vec<VarRef>) {
+        for (ti, t) in link.targets.iter().enumerate() {
+            let before = out.len();
+            self.expand_target(link, ti, t, out);
+            if t.count {
+                let n = out.len() - before;
+                out.truncate(before);
+                out.push(VarRef {
+                    src: Src::Owned(n.to_string().into_bytes()),
+                    var: t.var,
+                    name: match &t.key {
+                        Key::Name(k) => k.as_bytes().to_vec(),
+                        _ => Vec::new(),
+                    },
+                });
+            }
+        }
+    }
+
+    fn push_pairs(
+        &self,
+        link: &Rule,
+        t: &Target,
+        var: Var,
+        store: Store,
+        names: bool,
+        out: &mut Vec<VarRef>,
+    ) {
+        let no_exclusions = self.no_exclusions(link);
+        let pairs = self.d.pairs(store);
+        out.reserve(pairs.len());
+        for (i, (n, _)) in pairs.iter().enumerate() {
+            if !t.key.selects(n) || (!no_exclusions && self.excluded(link, var, n)) {
+                continue;
+            }
+            out.push(VarRef {
+                src: Src::Pair(store, i as u32, names),
+                var,
+                name: Vec::new(),
+            });
+        }
+    }
+
+    fn expand_target(&self, link: &Rule, ti: usize, t: &Target, out: &mut Vec<VarRef>) {
+        let v = t.var;
+        match v {
+            Var::Args => {
+                self.push_pairs(link, t, v, Store::ArgsGet, false, out);
+                self.push_pairs(link, t, v, Store::ArgsPost, false, out);
+            }
+            Var::ArgsGet => self.push_pairs(link, t, v, Store::ArgsGet, false, out),
+            Var::ArgsPost => self.push_pairs(link, t, v, Store::ArgsPost, false, out),
+            Var::ArgsNames => {
+                self.push_pairs(link, t, v, Store::ArgsGet, true, out);
+                self.push_pairs(link, t, v, Store::ArgsPost, true, out);
+            }
+            Var::ArgsGetNames => self.push_pairs(link, t, v, Store::ArgsGet, true, out),
+            Var::ArgsPostNames => self.push_pairs(link, t, v, Store::ArgsPost, true, out),
+            Var::RequestHeaders => self.push_pairs(link, t, v, Store::Headers, false, out),
+            Var::RequestHeadersNames => self.push_pairs(link, t, v, Store::Headers, true, out),
+            Var::RequestCookies => self.push_pairs(link, t, v, Store::Cookies, false, out),
+            Var::RequestCookiesNames => self.push_pairs(link, t, v, Store::Cookies, true, out),
+            Var::ResponseHeaders => self.push_pairs(link, t, v, Store::RespHeaders, false, out),
+            Var::ResponseHeadersNames => self.push_pairs(link, t, v, Store::RespHeaders, true, out),
+            Var::Files => self.push_pairs(link, t, v, Store::Files, false, out),
+            Var::FilesNames => self.push_pairs(link, t, v, Store::Files, true, out),
+            Var::FilesSizes => self.push_pairs(link, t, v, Store::FileSizes, false, out),
+            Var::MultipartPartHeaders => {
+                self.push_pairs(link, t, v, Store::PartHeaders, false, out)
+            }
+            Var::FilesTmpNames | Var::FilesTmpContent => {}
+            Var::Xml => {
+                let Some(x) = &self.d.xml else { return };
+                let xp = t.xpath.as_deref().unwrap_or("/*");
+                if xp.contains('@') {
+                    for i in 0..x.attributes.len() {
+                        out.push(VarRef {
+                            src: Src::Xml(i as u32 + 1),
+                            var: v,
+                            name: xp.as_bytes().to_vec(),
+                        });
+                    }
+                } else {
+                    out.push(VarRef {
+                        src: Src::Xml(0),
+                        var: v,
+                        name: xp.as_bytes().to_vec(),
+                    });
+                }
+            }
+            Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource => {
+                let no_exclusions = self.no_exclusions(link);
+                let mut push = |k: &String, val: &Vec<u8>| {
+                    if !t.key.selects(k.as_bytes())
+                        || (!no_exclusions && self.excluded(link, v, k.as_bytes()))
+                    {
+                        return;
+                    }
+                    out.push(VarRef {
+                        src: Src::Owned(val.clone()),
+                        var: v,
+                        name: k.as_bytes().to_vec(),
+                    });
+                };
+                if v == Var::Tx {
+                    // A literal key is a hash lookup, not a scan, and its value is read when
+                    // inspected (no copy).
+                    if let Key::Name(k) = &t.key {
+                        if self.tx.contains_key(k.as_str())
+                            && (no_exclusions || !self.excluded(link, v, k.as_bytes()))
+                        {
+                            out.push(VarRef {
+                                src: Src::TxTarget(ti as u16),
+                                var: v,
+                                name: Vec::new(),
+                            });
+                        }
+                    } else {
+                        for (k, val) in &self.tx {
+                            push(k, val);
+                        }
+                    }
+                } else if let Some(c) = self.other_colls.get(v.name()) {
+                    for (k, val) in c {
+                        push(k, val);
+                    }
+                }
+            }
+            Var::Env | Var::Geo | Var::Rule => {}
+            Var::MatchedVars | Var::MatchedVarsNames => {
+                for (n, val) in &self.matched_vars {
+                    if !t.key.selects(n) {
+                        continue;
+                    }
+                    out.push(VarRef {
+                        src: Src::Owned(if v == Var::MatchedVars {
+                            val.clone()
+                        } else {
+                            n.clone()
+                        }),
+                        var: v,
+                        name: n.clone(),
+                    });
+                }
+            }
+            _ => {
+                if !self.no_exclusions(link) && self.excluded(link, v, b"") {
+                    return;
+                }
+                if let Some(val) = self.scalar_owned(v) {
+                    out.push(VarRef {
+                        src: Src::Owned(val),
+                        var: v,
+                        name: Vec::new(),
+                    });
+                } else if self.d.scalar(v).is_some() {
+                    out.push(VarRef {
+                        src: Src::Scalar(v),
+                        var: v,
+                        name: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Computed scalars (numbers, flags, volatile values).
+    fn scalar_owned(&self, v: Var) -> Option<Vec<u8>> {
+        let flag = |b: bool| Some(if b { b"1".to_vec() } else { b"0".to_vec() });
+        let f = &self.d.multipart.flags;
+        match v {
+            Var::RequestBodyLength => Some(self.d.body_len.to_string().into_bytes()),
+            Var::ArgsCombinedSize => Some(
+                self.d
+                    .args_get
+                    .iter()
+                    .chain(&self.d.args_post)
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>()
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Var::FilesCombinedSize => Some(
+                self.d
+                    .multipart
+                    .files_combined_size
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Var::FullRequest => {
+                let mut s = self.d.request_line.clone();
+                s.extend_from_slice(b"\r\n");
+                for (n, v) in &self.d.headers {
+                    s.extend_from_slice(n);
+                    s.extend_from_slice(b": ");
+                    s.extend_from_slice(v);
+                    s.extend_from_slice(b"\r\n");
+                }
+                s.extend_from_slice(b"\r\n");
+                s.extend_from_slice(&self.d.body);
+                Some(s)
+            }
+            Var::FullRequestLength => Some(
+                (self.d.request_line.len()
+                    + self
+                        .d
+                        .headers
+                        .iter()
+                        .map(|(n, v)| n.len() + v.len() + 4)
+                        .sum::<usize>()
+                    + 4
+                    + self.d.body.len())
+                .to_string()
+                .into_bytes(),
+            ),
+            Var::ReqbodyError => flag(self.d.reqbody_error),
+            Var::ReqbodyProcessorError => flag(self.d.reqbody_error),
+            Var::ReqbodyProcessor => Some(
+                self.d
+                    .processor
+                    .map_or(Vec::new(), |p| p.name().as_bytes().to_vec()),
+            ),
+            Var::UrlencodedError => flag(self.d.urlencoded_error),
+            Var::InboundDataError | Var::OutboundDataError => flag(false),
+            Var::MultipartStrictError => flag(self.d.multipart_strict_error),
+            Var::MultipartUnmatchedBoundary => flag(f.unmatched_boundary),
+            Var::MultipartBoundaryQuoted => flag(f.boundary_quoted),
+            Var::MultipartBoundaryWhitespace => flag(f.boundary_whitespace),
+            Var::MultipartDataBefore => flag(f.data_before),
+            Var::MultipartDataAfter => flag(f.data_after),
+            Var::MultipartHeaderFolding => flag(f.header_folding),
+            Var::MultipartLfLine => flag(f.lf_line),
+            Var::MultipartCrlfLfLines => flag(f.crlf_lf_lines),
+            Var::MultipartMissingSemicolon => flag(f.missing_semicolon),
+            Var::MultipartInvalidQuoting => flag(f.invalid_quoting),
+            Var::MultipartInvalidPart => flag(f.invalid_part),
+            Var::MultipartInvalidHeaderFolding => flag(f.invalid_header_folding),
+            Var::MultipartFileLimitExceeded => flag(f.file_limit_exceeded),
+            Var::MatchedVar => Some(self.matched_var.clone()),
+            Var::MatchedVarName => Some(self.matched_var_name.clone()),
+            Var::Duration => Some(
+                (self.started.elapsed().as_micros() as u64)
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Var::TimeEpoch => Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Var::HighestSeverity => Some(self.highest_severity.to_string().into_bytes()),
+            Var::ResponseContentLength => header(&self.d.resp_headers, b"content-length"),
+            Var::StatusLine => {
+                Some([&self.d.resp_protocol[..], b" ", &self.d.resp_status[..]].concat())
+            }
+            _ => None,
+        }
+    }
+
+    /// A template as an integer, without building the text when it is one reference.
+    fn expand_int(&self, t: &Template, rule: &Rule) -> i64 {
+        if let [crate::template::Part::Ref { var, key: Some(k) }] = t.parts()
+            && var == "TX"
+        {
+            return self.tx.get(k.as_str()).map_or(0, |v| atoi(v));
+        }
+        if let Some(l) = t.as_literal() {
+            return atoi(l.as_bytes());
+        }
+        atoi(&self.expand(t, Some(rule)))
+    }
+
+    /// Expand a macro template against the current state.
+    fn expand(&self, t: &Template, rule: Option<&Rule>) -> Vec<u8> {
+        t.expand(|var, key, out| self.resolve(var, key, rule, out))
+    }
+
+    fn resolve(&self, var: &str, key: Option<&str>, rule: Option<&Rule>, out: &mut Vec<u8>) {
+        match var {
+            "TX" => {
+                if let Some(v) = key.and_then(|k| self.tx.get(k)) {
+                    out.extend_from_slice(v);
+                }
+                return;
+            }
+            "RULE" => {
+                if let Some(r) = rule {
+                    match key.unwrap_or("") {
+                        "id" => out.extend_from_slice(r.id.to_string().as_bytes()),
+                        "msg" => {
+                            if let Some(m) = r.actions.msg.as_ref().and_then(|m| m.as_literal()) {
+                                out.extend_from_slice(m.as_bytes());
+                            }
+                        }
+                        "severity" => {
+                            if let Some(s) = r.actions.severity {
+                                out.extend_from_slice(s.to_string().as_bytes());
+                            }
+                        }
+                        "ver" => {
+                            if let Some(v) = &r.actions.ver {
+                                out.extend_from_slice(v.as_bytes());
+                            }
+                        }
+                        "phase" => out.extend_from_slice(r.phase.to_string().as_bytes()),
+                        _ => {}
+                    }
+                }
+                return;
+            }
+            "IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE" => {
+                if let Some(v) = key.and_then(|k| self.coll_get(var, k)) {
+                    out.extend_from_slice(v);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some(v) = Var::from_name(var) else {
+            return;
+        };
+        if v.is_collection() {
+            let k = key.unwrap_or("");
+            let store = match v {
+                Var::RequestHeaders => Some((Store::Headers, false)),
+                Var::RequestCookies => Some((Store::Cookies, false)),
+                Var::ArgsGet => Some((Store::ArgsGet, false)),
+                Var::ArgsPost => Some((Store::ArgsPost, false)),
+                Var::ResponseHeaders => Some((Store::RespHeaders, false)),
+                Var::Files => Some((Store::Files, false)),
+                _ => None,
+            };
+            if let Some((s, _)) = store {
+                if let Some((_, val)) = self
+                    .d
+                    .pairs(s)
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k.as_bytes()))
+                {
+                    out.extend_from_slice(val);
+                }
+            } else if v == Var::Args
+                && let Some((_, val)) = self
+                    .d
+                    .args_get
+                    .iter()
+                    .chain(&self.d.args_post)
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k.as_bytes()))
+            {
+                out.extend_from_slice(val);
+            }
+            return;
+        }
+        if let Some(val) = self.scalar_owned(v) {
+            out.extend_from_slice(&val);
+        } else if let Some(val) = self.d.scalar(v) {
+            out.extend_from_slice(val);
+        }
+    }
+}
+
+fn display_name(d: &Data, link: &Rule, r: &VarRef) -> Vec<u8> {
+    let mut s = r.var.name().as_bytes().to_vec();
+    let name: &[u8] = match &r.src {
+        Src::Pair(st, i, _) => d.pairs(*st).get(*i as usize).map_or(&[][..], |(n, _)| n),
+        Src::TxTarget(i) => match link.targets.get(usize::from(*i)).map(|t| &t.key) {
+            Some(Key::Name(k)) => k.as_bytes(),
+            _ => &[],
+        },
+        _ => &r.name,
+    };
+    if !name.is_empty() {
+        s.push(b':');
+        s.extend_from_slice(name);
+    }
+    s
+}
+
+fn header(headers: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::Loader;
+    use std::path::Path;
+
+    fn rs(text: &str) -> Arc<RuleSet> {
+        let mut l = Loader::new();
+        l.add_text(text, "t.conf", Path::new(".")).expect("loads");
+        Arc::new(l.finish().expect("finishes"))
+    }
+
+    fn head(uri: &str, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            uri: uri.as_bytes().to_vec(),
+            protocol: "HTTP/1.1".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            client: "192.0.2.1:4000".parse().expect("addr"),
+            server: None,
+            request_id: "req-1".into(),
+        }
+    }
+
+    #[test]
+    fn args_transformations_and_setvar() {
+        let rs = rs(r#"
+SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0"
+SecRule ARGS "@rx <script" "id:2,phase:1,deny,status:406,t:none,t:urlDecodeUni,t:lowercase,setvar:tx.score=+5,msg:'XSS in %{MATCHED_VAR_NAME}'"
+"#);
+        let mut t = Transaction::new(rs, &head("/a?q=%3CSCRIPT%3E&x=1", &[]));
+        let i = t.process_request_headers().cloned().expect("blocked");
+        assert_eq!(i.status, 406);
+        assert_eq!(i.rule_id, 2);
+        assert_eq!(t.tx("score"), Some(&b"5"[..]));
+        assert_eq!(t.matches()[0].message, "XSS in ARGS:q");
+        assert_eq!(t.matches()[0].matched_value, "<script>");
+        assert_eq!(t.silent_matches(), 1);
+    }
+
+    #[test]
+    fn detection_only_does_not_interrupt() {
+        let rs = rs(r#"
+SecRuleEngine DetectionOnly
+SecRule REQUEST_HEADERS:User-Agent "@pm nikto" "id:3,phase:1,deny"
+"#);
+        let mut t = Transaction::new(rs, &head("/", &[("User-Agent", "Nikto/2")]));
+        assert!(t.process_request_headers().is_none());
+        assert_eq!(t.matches().len(), 1);
+    }
+
+    #[test]
+    fn chains_captures_and_skip_after() {
+        let rs = rs(r#"
+SecRule REQUEST_HEADERS:Range "@rx (\d+)-(\d+)" "id:10,phase:1,pass,capture,chain"
+  SecRule TX:2 "@lt %{tx.1}" "setvar:tx.bad=1"
+SecRule TX:bad "@eq 1" "id:11,phase:1,pass,skipAfter:END"
+SecAction "id:12,phase:1,pass,setvar:tx.skipped=0"
+SecMarker END
+SecRule &TX:skipped "@eq 0" "id:13,phase:1,pass"
+"#);
+        let mut t = Transaction::new(rs, &head("/", &[("Range", "bytes=10-5")]));
+        t.process_request_headers();
+        let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+        assert_eq!(ids, vec![10, 11, 13]);
+    }
+
+    #[test]
+    fn exclusions_and_ctl() {
+        let rs = rs(r#"
+SecRule REQUEST_URI "@beginsWith /admin" "id:20,phase:1,pass,ctl:ruleRemoveTargetById=22;ARGS:pw"
+SecRule ARGS|!ARGS:token "@rx evil" "id:21,phase:1,pass"
+SecRule ARGS "@rx evil" "id:22,phase:1,pass"
+"#);
+        let mut t = Transaction::new(rs.clone(), &head("/admin?pw=evil&token=evil", &[]));
+        t.process_request_headers();
+        let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+        assert_eq!(ids, vec![20, 21, 22]);
+        // 21 matched pw only, 22 matched token only.
+        assert_eq!(t.matches()[1].matched_var, "ARGS:pw");
+        assert_eq!(t.matches()[2].matched_var, "ARGS:token");
+    }
+
+    #[test]
+    fn bodies() {
+        let rs = rs(r#"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^application/json" "id:30,phase:1,pass,ctl:requestBodyProcessor=JSON"
+SecRule ARGS:json.a.b "@streq x" "id:31,phase:2,pass"
+SecRule REQBODY_ERROR "!@eq 0" "id:32,phase:2,pass"
+"#);
+        let mut h = head("/", &[("Content-Type", "application/json")]);
+        h.method = "POST".into();
+        let mut t = Transaction::new(rs.clone(), &h);
+        t.process_request_headers();
+        t.process_request_body(br#"{"a":{"b":"x"}}"#);
+        let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+        assert_eq!(ids, vec![30, 31]);
+        let mut t = Transaction::new(rs, &h);
+        t.process_request_body(b"{nope");
+        assert!(t.matches().iter().any(|m| m.rule_id == 32));
+    }
+
+    #[test]
+    fn count_and_negation() {
+        let rs = rs(r#"
+SecRule &REQUEST_HEADERS:Host "@eq 0" "id:40,phase:1,pass"
+SecRule &ARGS "@eq 2" "id:41,phase:1,pass"
+SecRule REQUEST_METHOD "!@within GET HEAD" "id:42,phase:1,pass"
+"#);
+        let mut t = Transaction::new(rs, &head("/?a=1&b=2", &[]));
+        t.process_request_headers();
+        let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+        assert_eq!(ids, vec![40, 41]);
+    }
+}

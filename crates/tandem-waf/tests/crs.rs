@@ -1,0 +1,82 @@
+//! The OWASP CRS regression corpus, run in-process at paranoia level 4 in detection mode (the
+//! way CRS's own CI runs it), with the pass-rate floor the WAF is held to.
+
+use std::sync::Arc;
+
+use tandem_waf::ftw;
+
+/// The share of the corpus that must pass (skips count as not passing). The goal is 95%; the
+/// engine passes all of it, so the floor guards against regressions.
+const FLOOR: f64 = 0.99;
+
+#[test]
+fn crs_regression_corpus_pass_rate() {
+    let Some(dir) = ftw::default_crs_dir() else {
+        if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
+            panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
+        }
+        eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+        return;
+    };
+    let rs = Arc::new(ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
+    let skips = ftw::read_skips(&ftw::skips_file()).expect("skip list parses");
+    let report = ftw::run_corpus(&rs, &dir.join("tests/regression/tests"), &skips, &|_| true)
+        .expect("corpus runs");
+    eprint!("{}", report.render(true));
+    let total = report.total();
+    assert!(
+        total.passed + total.failed + total.skipped > 3000,
+        "the corpus looks incomplete: {total:?}"
+    );
+    assert!(
+        total.pass_rate() >= FLOOR,
+        "CRS corpus pass rate {:.1}% is below {:.0}%",
+        total.pass_rate() * 100.0,
+        FLOOR * 100.0
+    );
+}
+
+#[test]
+fn blocking_decisions_at_the_default_paranoia_level() {
+    let Some(dir) = ftw::default_crs_dir() else {
+        if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
+            panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
+        }
+        eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+        return;
+    };
+    // Prevention mode, CRS defaults: paranoia level 1, inbound threshold 5, outbound 4.
+    let rs = Arc::new(
+        ftw::load_crs(
+            &dir,
+            "SecRuleEngine On\nSecResponseBodyMimeType text/plain text/html text/xml application/json\n",
+        )
+        .expect("CRS loads"),
+    );
+    let skips = ftw::read_skips(&ftw::skips_file()).expect("skip list parses");
+    let r = ftw::run_blocking(&rs, &dir.join("tests/regression/tests"), &skips).expect("runs");
+    eprintln!(
+        "blocked {} of {} attack tests; missed: {:?}",
+        r.blocked,
+        r.blocked + r.missed.len(),
+        r.missed
+    );
+    eprintln!(
+        "passed {} of {} benign tests; false positives: {:?}",
+        r.passed,
+        r.passed + r.false_positives.len(),
+        r.false_positives
+    );
+    assert!(r.blocked > 500, "too few attack tests were judged: {r:?}");
+    let rate = r.blocked as f64 / (r.blocked + r.missed.len()) as f64;
+    assert!(
+        rate >= 0.95,
+        "only {:.1}% of decisive attacks were blocked",
+        rate * 100.0
+    );
+    assert!(
+        r.passed >= 30 && r.false_positives.is_empty(),
+        "benign traffic was blocked: {:?}",
+        r.false_positives
+    );
+}
