@@ -885,14 +885,15 @@ fn backend(uri: &[u8], body: &[u8]) -> Response {
     )
 }
 
-/// Where the CRS copy is: `$TANDEM_CRS_DIR`, else `shared/crs` beside the repository (or
-/// one level further up, for worktrees).
+/// Where the CRS copy is: `$TANDEM_CRS_DIR`, else the copy vendored in the repository
+/// (`third_party/crs`), else `shared/crs` beside the repository.
 pub fn default_crs_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("TANDEM_CRS_DIR") {
         return Some(PathBuf::from(d));
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     [
+        manifest.join("../../third_party/crs"),
         manifest.join("../../../shared/crs"),
         manifest.join("../../../../shared/crs"),
     ]

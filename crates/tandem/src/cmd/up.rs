@@ -100,6 +100,20 @@ async fn print_banner(cfg: &tandem_config::Config, lab: &Lab) {
         .and_then(|d| d.profiles.iter().find_map(|p| p.domain.clone()))
         .unwrap_or_else(|| "app.tandem.test".into());
     out.push_str("\nTry:\n");
+    let https_edge = lab
+        .regions()
+        .await
+        .into_iter()
+        .flat_map(|r| r.serves)
+        .find_map(|(_, a)| a.strip_prefix("https://").map(|h| h.trim_end_matches('/').to_string()));
+    if let Some(edge) = &https_edge
+        && let Some((ip, port)) = edge.rsplit_once(':')
+    {
+        out.push_str(&format!(
+            "  curl --cacert {} --resolve {name}:{port}:{ip} https://{name}:{port}/\n",
+            lab.ca_cert.display()
+        ));
+    }
     if let Some((ip, port)) = dns {
         out.push_str(&format!(
             "  dig @{ip} -p {port} {name} +short        # the primary region answers\n"
