@@ -105,7 +105,10 @@ async fn print_banner(cfg: &tandem_config::Config, lab: &Lab) {
         .await
         .into_iter()
         .flat_map(|r| r.serves)
-        .find_map(|(_, a)| a.strip_prefix("https://").map(|h| h.trim_end_matches('/').to_string()));
+        .find_map(|(_, a)| {
+            a.strip_prefix("https://")
+                .map(|h| h.trim_end_matches('/').to_string())
+        });
     if let Some(edge) = &https_edge
         && let Some((ip, port)) = edge.rsplit_once(':')
     {
