@@ -20,7 +20,13 @@ use crate::logging::LogArgs;
 /// proxy with a WAF, a geo-replicated registry and volume replication, driven by one
 /// `tandem.toml`.
 #[derive(Debug, Parser)]
-#[command(name = "tandem", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Multi-region continuity in one binary: DNS traffic manager, edge proxy with WAF, geo-replicated registry, volume replication.",
+    propagate_version = true,
+    after_help = "Start here:\n  tandem up                      run a two-region lab on loopback and print what to try\n  tandem check -c tandem.toml    validate a config (every problem, with file, line and key)\n  tandem status                  regions, endpoints, health and traffic of a running Tandem\n\nDocs: README.md, docs/config.md (every key), docs/ARCHITECTURE.md"
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -32,20 +38,20 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the local multi-region lab (built in, or from -c FILE).
     Up(up::Args),
-    /// Run the global DNS traffic manager.
-    Dns(dns::Args),
     /// Validate a config file and report every problem with its line and key.
     Check(check::Args),
-    /// Run the edge proxy of one region (TLS, routes, origin failover, rules).
-    Edge(edge::Args),
-    /// Volume replication: replicate, keep standbys, restore, activate, reverse.
-    Volume(volume::Args),
     /// Show regions, endpoints, health and traffic of a running Tandem.
     Status(status::Args),
     /// Fail and restore regions of a running lab.
     Lab(lab::Args),
+    /// Run the global DNS traffic manager.
+    Dns(dns::Args),
+    /// Run the edge proxy of one region (TLS, routes, origin failover, rules).
+    Edge(edge::Args),
     /// Check WAF policies, evaluate a request, run the CRS regression corpus.
     Waf(waf::Args),
+    /// Volume replication: replicate, keep standbys, restore, activate, reverse.
+    Volume(volume::Args),
 }
 
 /// The config file option, shared by the commands that read one.
