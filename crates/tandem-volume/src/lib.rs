@@ -34,6 +34,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod error;
 pub mod progress;
