@@ -433,6 +433,12 @@ async fn put_manifest(core: &Arc<Core>, name: &str, reference: &str, headers: &H
         .and_then(|v| v.parse::<u64>().ok())
         && len > max
     {
+        // Read (and drop) a moderately oversized body so the client sees the 413 instead of a
+        // reset connection; anything bigger is cut off.
+        if len <= 64 * 1024 * 1024 {
+            let mut s = body.into_data_stream();
+            while let Some(Ok(_)) = futures::StreamExt::next(&mut s).await {}
+        }
         return Err(too_large());
     }
     let bytes = http_body_util::Limited::new(body, max as usize)

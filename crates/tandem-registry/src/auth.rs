@@ -482,7 +482,7 @@ secret = "replication-secret-123"
         assert!(!a.allowed(&Identity::Anonymous, "team/app", Action::Pull));
 
         let (tok, claims) = a
-            .issue_token(&id, &["repository:team/app:pull,push".into(), "repository:other:push".into()])
+            .issue_token(&id, &["repository:team/app:pull,push".into(), "repository:other:pull,push".into()])
             .expect("token");
         assert_eq!(claims.access.len(), 2);
         assert_eq!(claims.access[1].actions, vec!["pull"], "other:push is not granted; pull is");

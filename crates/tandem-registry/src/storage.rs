@@ -329,6 +329,11 @@ fn file_stream(file: std::fs::File, path: PathBuf, start: u64, end: u64) -> Byte
 mod tests {
     use super::*;
 
+    async fn collect(s: ByteStream) -> Vec<u8> {
+        let chunks: Vec<Bytes> = s.try_collect().await.expect("bytes");
+        chunks.concat()
+    }
+
     #[tokio::test]
     async fn local_place_read_list_delete() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -340,28 +345,14 @@ mod tests {
         s.place(&staged, &d).await.expect("place");
         assert!(!staged.exists());
         assert_eq!(s.size(&d).await.expect("size"), Some(data.len() as u64));
-        let all: Vec<u8> = s
-            .read(&d, None)
-            .await
-            .expect("read")
-            .try_concat()
-            .await
-            .expect("bytes")
-            .to_vec();
+        let all: Vec<u8> = collect(s.read(&d, None).await.expect("read")).await;
         assert_eq!(all, data);
-        let part = s
-            .read(
-                &d,
-                Some(ByteRange {
-                    start: 10,
-                    end: 20,
-                }),
-            )
-            .await
-            .expect("range")
-            .try_concat()
-            .await
-            .expect("bytes");
+        let part = collect(
+            s.read(&d, Some(ByteRange { start: 10, end: 20 }))
+                .await
+                .expect("range"),
+        )
+        .await;
         assert_eq!(part.len(), 10);
         assert_eq!(s.list().await.expect("list"), vec![(d.to_string(), s.list().await.expect("l")[0].1)]);
         s.delete(&d.to_string()).await.expect("delete");

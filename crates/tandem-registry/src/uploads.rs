@@ -174,7 +174,9 @@ impl Uploads {
                 }
             }
         }
-        if !buf.is_empty() && failure.is_none() {
+        // Bytes that arrived before a broken body are kept (the client resumes after them); a
+        // body over the limit is not written past it.
+        if !buf.is_empty() && !matches!(failure, Some(AppendError::TooLarge(_))) {
             let _ = tx.send(buf.freeze()).await;
         }
         drop(tx);
