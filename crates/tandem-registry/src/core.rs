@@ -677,6 +677,15 @@ impl Core {
             .write(move |w| {
                 let mut out = Vec::new();
                 for (k, e) in entries {
+                    let needs = match (&k, e.value()) {
+                        (Key::Blob { digest, .. } | Key::Manifest { digest, .. }, Some(_)) => Some(digest.clone()),
+                        _ => None,
+                    };
+                    if let Some(d) = needs
+                        && w.content(&d)?.is_none()
+                    {
+                        return Err(ApiError::unavailable(format!("content {d} vanished before it was registered")));
+                    }
                     if let Some(a) = w.merge(&k, e)? {
                         out.push(a);
                     }

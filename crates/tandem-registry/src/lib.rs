@@ -150,6 +150,21 @@ impl ReplicaHandle {
     }
 }
 
+/// Knobs that are not configuration: how a replica takes part.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pull peers' change logs (on by default). Off, the replica still serves read-through
+    /// from peers and peers still pull from it: a pull-through cache, and how tests observe
+    /// read-through deterministically.
+    pub replicate: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { replicate: true }
+    }
+}
+
 /// A replica of one region.
 pub struct Replica;
 
@@ -161,6 +176,17 @@ impl Replica {
         region: &str,
         listener: TcpListener,
         shutdown: CancellationToken,
+    ) -> Result<ReplicaHandle, StartError> {
+        Self::start_with(cfg, region, listener, shutdown, Options::default()).await
+    }
+
+    /// [`Replica::start`] with [`Options`].
+    pub async fn start_with(
+        cfg: &RegistryConfig,
+        region: &str,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        opts: Options,
     ) -> Result<ReplicaHandle, StartError> {
         let rc = cfg
             .replica(region)
@@ -252,7 +278,7 @@ impl Replica {
             shutdown: shutdown.clone(),
         });
         let replication = Arc::new(replication::ReplicationState::default());
-        for p in core.peers.list.clone() {
+        for p in core.peers.list.clone().into_iter().filter(|_| opts.replicate) {
             tracker.spawn(replication::pull_loop(core.clone(), p, replication.clone(), shutdown.clone()));
         }
         if cfg.gc.enabled {

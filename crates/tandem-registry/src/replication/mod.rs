@@ -223,6 +223,7 @@ async fn pull_once(core: &Arc<Core>, peer: &Peer, state: &Arc<ReplicationState>)
     let last_seq = page.changes.last().map(|c| c.seq).unwrap_or(cursor);
     let first_at = page.changes.first().map(|c| c.at_ms);
     let last_at = page.changes.last().map(|c| c.at_ms);
+    let last: HashSet<usize> = last_for_key.values().copied().collect();
     let changes = page.changes;
     let pr = peer.region.clone();
     let n = changes.len() as u64;
@@ -244,8 +245,14 @@ async fn pull_once(core: &Arc<Core>, peer: &Peer, state: &Arc<ReplicationState>)
                         Key::Tag { .. } => continue,
                     };
                     if w.content(d)?.is_none() {
-                        // Superseded within the batch and never fetched: skip this older write.
-                        continue;
+                        if !last.contains(&i) {
+                            // Superseded within the batch and never fetched: skip this older write.
+                            continue;
+                        }
+                        // Fetched but gone again (GC with a tiny grace): retry the batch.
+                        return Err(ApiError::unavailable(format!(
+                            "content {d} vanished before it was registered; retrying"
+                        )));
                     }
                 }
                 let entry = Entry {

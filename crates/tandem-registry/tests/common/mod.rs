@@ -39,6 +39,56 @@ pub struct Lab {
     pub nodes: Vec<Node>,
     pub config: String,
     pub hash: String,
+    /// Peers reach each replica through these, so a test can cut the link between regions
+    /// while clients still reach both.
+    pub proxies: Vec<Proxy>,
+}
+
+/// A TCP forwarder that can be cut (a network partition) and healed.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    epoch: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = l.local_addr().expect("addr");
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let up2 = up.clone();
+        let ep = epoch.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = l.accept().await else { return };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = ep.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, epoch }
+    }
+
+    /// Partition: drop live connections and refuse new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Heal.
+    pub fn heal(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn hash() -> String {
@@ -51,23 +101,37 @@ fn hash() -> String {
 impl Lab {
     /// Start replicas for `regions` (all replicating to each other).
     pub async fn start(regions: &[&str], opts: Opts) -> Lab {
+        Self::start_with(regions, opts, &[]).await
+    }
+
+    /// Start replicas; `no_pull[i]` starts replica i without pulling peers' logs.
+    pub async fn start_with(regions: &[&str], opts: Opts, no_pull: &[usize]) -> Lab {
         let tmp = tempfile::tempdir().expect("tmp");
         let mut listeners = Vec::new();
         for _ in regions {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
         }
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("addr")).collect();
-        let config = Self::config(tmp.path(), regions, &addrs, &opts);
+        let mut proxies = Vec::new();
+        for a in &addrs {
+            proxies.push(Proxy::start(*a).await);
+        }
+        let urls: Vec<_> = proxies.iter().map(|p| p.addr).collect();
+        let config = Self::config(tmp.path(), regions, &addrs, &urls, &opts);
         let mut lab = Lab {
             tmp,
             nodes: Vec::new(),
             config,
             hash: hash(),
+            proxies,
         };
-        for ((r, l), a) in regions.iter().zip(listeners).zip(addrs) {
+        for (i, ((r, l), a)) in regions.iter().zip(listeners).zip(addrs).enumerate() {
             let token = CancellationToken::new();
             let cfg = lab.model();
-            let handle = Replica::start(&cfg, r, l, token.clone()).await.expect("start");
+            let o = tandem_registry::Options {
+                replicate: !no_pull.contains(&i),
+            };
+            let handle = Replica::start_with(&cfg, r, l, token.clone(), o).await.expect("start");
             lab.nodes.push(Node {
                 region: r.to_string(),
                 addr: a,
@@ -79,7 +143,13 @@ impl Lab {
         lab
     }
 
-    fn config(dir: &Path, regions: &[&str], addrs: &[std::net::SocketAddr], opts: &Opts) -> String {
+    fn config(
+        dir: &Path,
+        regions: &[&str],
+        addrs: &[std::net::SocketAddr],
+        urls: &[std::net::SocketAddr],
+        opts: &Opts,
+    ) -> String {
         let mut s = String::new();
         for r in regions {
             s.push_str(&format!("[regions.{r}]\n"));
@@ -90,9 +160,9 @@ impl Lab {
             hash(),
             hash(),
         ));
-        for (r, a) in regions.iter().zip(addrs) {
+        for ((r, a), u) in regions.iter().zip(addrs).zip(urls) {
             s.push_str(&format!(
-                "[registry.replicas.{r}]\nlisten = \"{a}\"\ndata_dir = \"{}\"\n{}\n",
+                "[registry.replicas.{r}]\nlisten = \"{a}\"\nurl = \"http://{u}\"\ndata_dir = \"{}\"\n{}\n",
                 dir.join(r).display(),
                 opts.replica_extra
             ));
