@@ -193,6 +193,11 @@ impl Auth {
         let (scheme, rest) = h.trim().split_once(' ').ok_or(AuthError::Malformed)?;
         if scheme.eq_ignore_ascii_case("basic") {
             let (user, pass) = decode_basic(rest.trim()).ok_or(AuthError::Malformed)?;
+            // Some clients (containers/image) answer a Basic challenge with empty credentials
+            // when they have none: that is an anonymous request.
+            if user.is_empty() && pass.is_empty() {
+                return Ok(Identity::Anonymous);
+            }
             self.check_password(&user, &pass).await?;
             Ok(Identity::User(user))
         } else if scheme.eq_ignore_ascii_case("bearer") {

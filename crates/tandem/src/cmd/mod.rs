@@ -1,6 +1,7 @@
 //! Subcommands. Each lives in its own module with its clap `Args` and a `run` function.
 
 mod check;
+mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Validate a config file and report every problem with its line and key.
     Check(check::Args),
+    /// Run one region's replica of the geo-replicated OCI registry.
+    Registry(registry::Args),
 }
 
 /// The config file option, shared by the commands that read one.
@@ -43,5 +46,6 @@ pub(crate) struct ConfigArg {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check::run(a),
+        Command::Registry(a) => registry::run(a),
     }
 }
