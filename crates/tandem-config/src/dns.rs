@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, entries};
-use crate::monitor::{Monitor, ProbeProtocol};
+use crate::monitor::{Monitor, ProbeProtocol, ProbeTarget};
 use crate::path::KeyPath;
 use crate::value::{Dur, normalize_dns_name};
 
@@ -99,8 +99,6 @@ struct RawRecordSet {
     cname: Option<String>,
     #[serde(default)]
     txt: Vec<String>,
-    #[serde(default)]
-    ns: Vec<String>,
     #[serde(default)]
     mx: Vec<RawMx>,
 }
@@ -228,8 +226,6 @@ pub enum RecordData {
     Cname(String),
     /// Text (one string, split into 255-byte chunks on the wire).
     Txt(String),
-    /// Delegation or apex name server.
-    Ns(String),
     /// Mail exchanger.
     Mx {
         /// Preference.
@@ -295,17 +291,6 @@ pub enum EndpointTarget {
     Host(String),
     /// A nested profile, by key.
     Profile(String),
-}
-
-/// Where and how to probe one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProbeTarget {
-    /// `host:port` to connect to (a literal address or a name resolved at probe time).
-    pub connect: String,
-    /// Host header and TLS server name.
-    pub host: String,
-    /// The monitor.
-    pub monitor: Monitor,
 }
 
 /// The default DNS listen address (the lab's).
@@ -649,8 +634,7 @@ fn validate_zone(ctx: &mut Ctx, key: &KeyPath, origin: &str, z: &RawZone) -> Opt
             let others = !set.a.is_empty()
                 || !set.aaaa.is_empty()
                 || !set.txt.is_empty()
-                || !set.mx.is_empty()
-                || !set.ns.is_empty();
+                || !set.mx.is_empty();
             if others || name == origin {
                 ctx.error(
                     &rk.key("cname"),
@@ -665,12 +649,6 @@ fn validate_zone(ctx: &mut Ctx, key: &KeyPath, origin: &str, z: &RawZone) -> Opt
         }
         for t in &set.txt {
             push(&mut records, RecordData::Txt(t.clone()));
-        }
-        for (i, n) in set.ns.iter().enumerate() {
-            match normalize_dns_name(n) {
-                Ok(n) => push(&mut records, RecordData::Ns(n)),
-                Err(e) => ctx.error(&rk.key("ns").index(i), e, None),
-            }
         }
         for (i, mx) in set.mx.iter().enumerate() {
             match normalize_dns_name(&mx.exchange) {

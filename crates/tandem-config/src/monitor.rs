@@ -133,6 +133,17 @@ impl Monitor {
     }
 }
 
+/// Where and how to probe one endpoint or origin: the monitor plus the address it applies to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeTarget {
+    /// `host:port` to connect to (a literal address or a name resolved at probe time).
+    pub connect: String,
+    /// Host header and TLS server name.
+    pub host: String,
+    /// The monitor.
+    pub monitor: Monitor,
+}
+
 pub(crate) fn validate(ctx: &mut Ctx, raw: &IndexMap<String, RawMonitor>) -> Vec<Monitor> {
     let base = KeyPath::root().key("monitors");
     let mut out = Vec::new();

@@ -294,7 +294,9 @@ fn check_pattern(ctx: &mut Ctx, key: &KeyPath, p: &str) {
     let ok = p == "*"
         || (!body.is_empty()
             && body.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b'/')
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'.' | b'_' | b'-' | b'/')
             }));
     if !ok {
         ctx.error(
@@ -328,7 +330,9 @@ fn secret_or_env(
                 ctx.error(
                     &base.key(format!("{field}_env")),
                     format!("environment variable {var:?} is not set or empty"),
-                    Some(format!("export {var}=<value> before starting, or remove `{field}_env`")),
+                    Some(format!(
+                        "export {var}=<value> before starting, or remove `{field}_env`"
+                    )),
                 );
                 None
             }
@@ -428,7 +432,8 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
         });
         replicas.push(Replica {
             region: region.clone(),
-            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_REGISTRY_PORT))),
+            listen: listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_REGISTRY_PORT))),
             url,
             data_dir,
             storage,
@@ -455,7 +460,11 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
             );
         }
         let h = u.password_hash.expose();
-        if !(h.starts_with("$argon2") || h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$")) {
+        if !(h.starts_with("$argon2")
+            || h.starts_with("$2a$")
+            || h.starts_with("$2b$")
+            || h.starts_with("$2y$"))
+        {
             ctx.error(
                 &key.key("password_hash"),
                 "the password hash is neither argon2 (`$argon2id$...`) nor bcrypt (`$2b$...`)",
@@ -514,7 +523,13 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
 
     let rb = base.key("replication");
     let rr = &raw.replication;
-    let secret = secret_or_env(ctx, &rb, "secret", rr.secret.as_ref(), rr.secret_env.as_ref());
+    let secret = secret_or_env(
+        ctx,
+        &rb,
+        "secret",
+        rr.secret.as_ref(),
+        rr.secret_env.as_ref(),
+    );
     if let Some(s) = &secret
         && s.expose().len() < 16
     {
@@ -524,7 +539,8 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
             Some("use `openssl rand -hex 24`".into()),
         );
     }
-    if raw.replicas.len() > 1 && secret.is_none() && rr.secret.is_none() && rr.secret_env.is_none() {
+    if raw.replicas.len() > 1 && secret.is_none() && rr.secret.is_none() && rr.secret_env.is_none()
+    {
         ctx.error(
             &rb,
             "several replicas are configured but replication has no secret",
@@ -537,16 +553,27 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
         ctx.error(
             &rb.key("ca"),
             format!("{} does not exist", ca.display()),
-            Some("give the path of the PEM CA certificate that signed the peers' certificates".into()),
+            Some(
+                "give the path of the PEM CA certificate that signed the peers' certificates"
+                    .into(),
+            ),
         );
     }
     let concurrency = rr.concurrency.unwrap_or(4);
     if !(1..=64).contains(&concurrency) {
-        ctx.error(&rb.key("concurrency"), "concurrency must be 1..=64", Some("4 suits most links".into()));
+        ctx.error(
+            &rb.key("concurrency"),
+            "concurrency must be 1..=64",
+            Some("4 suits most links".into()),
+        );
     }
     let batch = rr.batch.unwrap_or(500);
     if !(1..=10_000).contains(&batch) {
-        ctx.error(&rb.key("batch"), "batch must be 1..=10000", Some("500 is the default".into()));
+        ctx.error(
+            &rb.key("batch"),
+            "batch must be 1..=10000",
+            Some("500 is the default".into()),
+        );
     }
     let replication = Replication {
         secret,
@@ -579,7 +606,11 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
             name: name.clone(),
             url: w.url.clone(),
             events: if w.events.is_empty() {
-                vec![WebhookEvent::Push, WebhookEvent::Delete, WebhookEvent::Replicated]
+                vec![
+                    WebhookEvent::Push,
+                    WebhookEvent::Delete,
+                    WebhookEvent::Replicated,
+                ]
             } else {
                 w.events.clone()
             },
@@ -602,7 +633,11 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
     }
     let max_concurrent_uploads = rl.max_concurrent_uploads.unwrap_or(256);
     if max_concurrent_uploads == 0 {
-        ctx.error(&lb.key("max_concurrent_uploads"), "must be at least 1", None);
+        ctx.error(
+            &lb.key("max_concurrent_uploads"),
+            "must be at least 1",
+            None,
+        );
     }
     let max_page_size = rl.max_page_size.unwrap_or(1000);
     if max_page_size == 0 {
@@ -612,7 +647,10 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
         max_manifest_bytes,
         max_blob_bytes: rl.max_blob_bytes,
         max_concurrent_uploads,
-        upload_ttl: rl.upload_ttl.map(|d| d.0).unwrap_or(Duration::from_secs(24 * 3600)),
+        upload_ttl: rl
+            .upload_ttl
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(24 * 3600)),
         max_page_size,
     };
 
@@ -623,7 +661,11 @@ pub(crate) fn validate(ctx: &mut Ctx, raw: &RawRegistry) -> RegistryConfig {
         grace: g.grace.map(|d| d.0).unwrap_or(Duration::from_secs(3600)),
     };
     if gc.interval < Duration::from_secs(1) {
-        ctx.error(&base.key("gc").key("interval"), "gc interval must be at least 1s", Some("1h is the default".into()));
+        ctx.error(
+            &base.key("gc").key("interval"),
+            "gc interval must be at least 1s",
+            Some("1h is the default".into()),
+        );
     }
 
     RegistryConfig {

@@ -62,8 +62,14 @@ impl IntoResponse for ApiError {
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = self.status;
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert("docker-distribution-api-version", HeaderValue::from_static(API_VERSION));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static(API_VERSION),
+        );
         for (k, v) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 h.append(k, v);
@@ -111,7 +117,8 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 3;
@@ -186,7 +193,13 @@ async fn identify(core: &Core, headers: &HeaderMap) -> Result<Identity, ApiError
 }
 
 /// Every `/v2/` request.
-async fn v2(State(st): State<AppState>, method: Method, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
+async fn v2(
+    State(st): State<AppState>,
+    method: Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let core = &st.core;
     let path = percent_decode(uri.path(), false);
@@ -265,8 +278,10 @@ async fn handle(
                 return Err(if matches!(id, Identity::Anonymous) {
                     unauthorized(core, Some(scope), "authentication required")
                 } else {
-                    ApiError::denied(format!("{action:?} on {name} is not allowed for this account"))
-                        .detail(serde_json::json!({ "repository": name }))
+                    ApiError::denied(format!(
+                        "{action:?} on {name} is not allowed for this account"
+                    ))
+                    .detail(serde_json::json!({ "repository": name }))
                 });
             }
         }
@@ -289,7 +304,9 @@ async fn handle(
         }
         (Route::Manifest { name, reference }, Method::DELETE) => {
             if !core.cfg.deletes {
-                return Err(ApiError::unsupported("deletes are disabled on this registry"));
+                return Err(ApiError::unsupported(
+                    "deletes are disabled on this registry",
+                ));
             }
             let reference = parse_reference(reference)?;
             core.delete_manifest(name, &reference).await?;
@@ -300,17 +317,29 @@ async fn handle(
             let Some(size) = core.blob_size(name, &digest).await? else {
                 return Err(ApiError::blob_unknown(&digest.to_string()));
             };
-            serve_content(core, &digest, size, headers, method == Method::HEAD, "application/octet-stream").await
+            serve_content(
+                core,
+                &digest,
+                size,
+                headers,
+                method == Method::HEAD,
+                "application/octet-stream",
+            )
+            .await
         }
         (Route::Blob { name, digest }, Method::DELETE) => {
             if !core.cfg.deletes {
-                return Err(ApiError::unsupported("deletes are disabled on this registry"));
+                return Err(ApiError::unsupported(
+                    "deletes are disabled on this registry",
+                ));
             }
             let digest = parse_digest(digest)?;
             core.delete_blob(name, &digest).await?;
             Ok(build(ok(StatusCode::ACCEPTED), Body::empty()))
         }
-        (Route::UploadStart { name }, Method::POST) => start_upload(core, &id, name, &q, body).await,
+        (Route::UploadStart { name }, Method::POST) => {
+            start_upload(core, &id, name, &q, body).await
+        }
         (Route::Upload { name, id: uid }, m) => upload(core, name, uid, m, headers, &q, body).await,
         (Route::Referrers { name, digest }, Method::GET) => referrers(core, name, digest, &q).await,
         _ => Err(ApiError::new(
@@ -322,13 +351,17 @@ async fn handle(
 }
 
 fn parse_digest(s: &str) -> Result<Digest, ApiError> {
-    Digest::parse(s).map_err(|e| ApiError::digest_invalid(e.to_string()).detail(serde_json::json!({ "digest": s })))
+    Digest::parse(s).map_err(|e| {
+        ApiError::digest_invalid(e.to_string()).detail(serde_json::json!({ "digest": s }))
+    })
 }
 
 fn parse_reference(s: &str) -> Result<Reference, ApiError> {
     Reference::parse(s).map_err(|e| match e {
         ReferenceError::Digest(d) => ApiError::digest_invalid(d.to_string()),
-        ReferenceError::Tag(_) => ApiError::manifest_invalid(e.to_string()).detail(serde_json::json!({ "reference": s })),
+        ReferenceError::Tag(_) => {
+            ApiError::manifest_invalid(e.to_string()).detail(serde_json::json!({ "reference": s }))
+        }
     })
 }
 
@@ -348,31 +381,45 @@ fn page_size(core: &Core, q: &HashMap<String, String>) -> Result<Option<usize>, 
     }
 }
 
-async fn catalog(core: &Arc<Core>, id: &Identity, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn catalog(
+    core: &Arc<Core>,
+    id: &Identity,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     if matches!(id, Identity::Anonymous) && core.cfg.anonymous_read.is_empty() {
-        return Err(unauthorized(core, Some("registry:catalog:*".into()), "authentication required"));
+        return Err(unauthorized(
+            core,
+            Some("registry:catalog:*".into()),
+            "authentication required",
+        ));
     }
     let n = page_size(core, q)?.unwrap_or(core.cfg.limits.max_page_size);
     let last = q.get("last").cloned();
     let meta = core.meta.clone();
     let core2 = core.clone();
     let id2 = id.clone();
-    let (repos, more) = blocking(move || {
-        Ok(meta.repos(last.as_deref(), n, &|r| core2.auth.can_list(&id2, r))?)
-    })
-    .await?;
+    let (repos, more) =
+        blocking(move || Ok(meta.repos(last.as_deref(), n, &|r| core2.auth.can_list(&id2, r))?))
+            .await?;
     let mut b = ok(StatusCode::OK).header(header::CONTENT_TYPE, "application/json");
     if more
         && n > 0
         && let Some(l) = repos.last()
     {
-        b = b.header(header::LINK, format!("</v2/_catalog?n={n}&last={l}>; rel=\"next\""));
+        b = b.header(
+            header::LINK,
+            format!("</v2/_catalog?n={n}&last={l}>; rel=\"next\""),
+        );
     }
     let body = serde_json::json!({ "repositories": repos }).to_string();
     Ok(build(b, Body::from(body)))
 }
 
-async fn tags(core: &Arc<Core>, name: &str, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn tags(
+    core: &Arc<Core>,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let n = page_size(core, q)?;
     let last = q.get("last").cloned();
     let meta = core.meta.clone();
@@ -393,13 +440,21 @@ async fn tags(core: &Arc<Core>, name: &str, q: &HashMap<String, String>) -> Resu
         && let (Some(n), Some(l)) = (n.or(Some(max)), names.last())
         && n > 0
     {
-        b = b.header(header::LINK, format!("</v2/{name}/tags/list?n={n}&last={l}>; rel=\"next\""));
+        b = b.header(
+            header::LINK,
+            format!("</v2/{name}/tags/list?n={n}&last={l}>; rel=\"next\""),
+        );
     }
     let body = serde_json::json!({ "name": name, "tags": names }).to_string();
     Ok(build(b, Body::from(body)))
 }
 
-async fn get_manifest(core: &Arc<Core>, name: &str, reference: &str, head: bool) -> Result<Response, ApiError> {
+async fn get_manifest(
+    core: &Arc<Core>,
+    name: &str,
+    reference: &str,
+    head: bool,
+) -> Result<Response, ApiError> {
     let reference = parse_reference(reference)?;
     let Some(res) = core.resolve(name, &reference).await? else {
         return Err(ApiError::manifest_unknown(&reference.to_string()));
@@ -417,7 +472,13 @@ async fn get_manifest(core: &Arc<Core>, name: &str, reference: &str, head: bool)
     Ok(build(b, Body::from(bytes)))
 }
 
-async fn put_manifest(core: &Arc<Core>, name: &str, reference: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn put_manifest(
+    core: &Arc<Core>,
+    name: &str,
+    reference: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let reference = parse_reference(reference)?;
     let max = core.cfg.limits.max_manifest_bytes;
     let too_large = || {
@@ -445,15 +506,21 @@ async fn put_manifest(core: &Arc<Core>, name: &str, reference: &str, headers: &H
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 too_large()
             } else {
                 ApiError::manifest_invalid(format!("could not read the manifest body: {e}"))
             }
         })?
         .to_bytes();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let (digest, subject) = core.put_manifest(name, &reference, content_type, bytes).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (digest, subject) = core
+        .put_manifest(name, &reference, content_type, bytes)
+        .await?;
     let mut b = ok(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{name}/manifests/{digest}"))
         .header("docker-content-digest", digest.to_string());
@@ -471,7 +538,10 @@ async fn serve_content(
     head: bool,
     content_type: &str,
 ) -> Result<Response, ApiError> {
-    let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    );
     let base = ok(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
         .header("docker-content-digest", digest.to_string())
@@ -482,12 +552,16 @@ async fn serve_content(
         RangeRequest::Partial(r) => (
             base.status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_LENGTH, r.end - r.start)
-                .header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1)),
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{size}", r.start, r.end - 1),
+                ),
             Some(r),
         ),
         RangeRequest::Unsatisfiable => {
             return Ok(build(
-                ok(StatusCode::RANGE_NOT_SATISFIABLE).header(header::CONTENT_RANGE, format!("bytes */{size}")),
+                ok(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}")),
                 Body::empty(),
             ));
         }
@@ -503,7 +577,12 @@ async fn serve_content(
     Ok(build(b, Body::from_stream(stream)))
 }
 
-fn upload_headers(b: http::response::Builder, name: &str, id: &str, offset: u64) -> http::response::Builder {
+fn upload_headers(
+    b: http::response::Builder,
+    name: &str,
+    id: &str,
+    offset: u64,
+) -> http::response::Builder {
     b.header(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
         .header(header::RANGE, range_header(offset))
         .header("docker-upload-uuid", id)
@@ -540,7 +619,8 @@ async fn start_upload(
         let digest = parse_digest(d)?;
         let live = core.upload(name, &uid).await?;
         let mut l = live.lock().await;
-        core.append(&uid, &mut l, None, body.into_data_stream()).await?;
+        core.append(&uid, &mut l, None, body.into_data_stream())
+            .await?;
         core.finish_upload(name, &uid, &l, &digest).await?;
         return Ok(build(
             ok(StatusCode::CREATED)
@@ -550,7 +630,10 @@ async fn start_upload(
             Body::empty(),
         ));
     }
-    Ok(build(upload_headers(ok(StatusCode::ACCEPTED), name, &uid, 0), Body::empty()))
+    Ok(build(
+        upload_headers(ok(StatusCode::ACCEPTED), name, &uid, 0),
+        Body::empty(),
+    ))
 }
 
 async fn upload(
@@ -586,20 +669,34 @@ async fn upload(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             Code::SizeInvalid,
-            format!("Content-Range {a}-{b} covers {} bytes but Content-Length is {len}", b - a + 1),
+            format!(
+                "Content-Range {a}-{b} covers {} bytes but Content-Length is {len}",
+                b - a + 1
+            ),
         ));
     }
     match method {
         Method::GET | Method::HEAD => {
             let l = live.lock().await;
-            Ok(build(upload_headers(ok(StatusCode::NO_CONTENT), name, uid, l.offset), Body::empty()))
+            Ok(build(
+                upload_headers(ok(StatusCode::NO_CONTENT), name, uid, l.offset),
+                Body::empty(),
+            ))
         }
         Method::PATCH => {
             let mut l = live.lock().await;
             let offset = core
-                .append(uid, &mut l, content_range.map(|(a, _)| a), body.into_data_stream())
+                .append(
+                    uid,
+                    &mut l,
+                    content_range.map(|(a, _)| a),
+                    body.into_data_stream(),
+                )
                 .await?;
-            Ok(build(upload_headers(ok(StatusCode::ACCEPTED), name, uid, offset), Body::empty()))
+            Ok(build(
+                upload_headers(ok(StatusCode::ACCEPTED), name, uid, offset),
+                Body::empty(),
+            ))
         }
         Method::PUT => {
             let Some(d) = q.get("digest") else {
@@ -610,8 +707,13 @@ async fn upload(
             let digest = parse_digest(d)?;
             let mut l = live.lock().await;
             if content_length != Some(0) {
-                core.append(uid, &mut l, content_range.map(|(a, _)| a), body.into_data_stream())
-                    .await?;
+                core.append(
+                    uid,
+                    &mut l,
+                    content_range.map(|(a, _)| a),
+                    body.into_data_stream(),
+                )
+                .await?;
             }
             core.finish_upload(name, uid, &l, &digest).await?;
             Ok(build(
@@ -635,7 +737,12 @@ async fn upload(
     }
 }
 
-async fn referrers(core: &Arc<Core>, name: &str, digest: &str, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn referrers(
+    core: &Arc<Core>,
+    name: &str,
+    digest: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let subject = parse_digest(digest)?;
     let filter = q.get("artifactType").cloned().filter(|s| !s.is_empty());
     let meta = core.meta.clone();
@@ -677,7 +784,8 @@ async fn referrers(core: &Arc<Core>, name: &str, digest: &str, q: &HashMap<Strin
 async fn token(State(st): State<AppState>, uri: http::Uri, headers: HeaderMap) -> Response {
     let core = &st.core;
     if !core.auth.tokens_enabled() {
-        return ApiError::unsupported("the token flow is not configured; use Basic auth").into_response();
+        return ApiError::unsupported("the token flow is not configured; use Basic auth")
+            .into_response();
     }
     let id = match identify(core, &headers).await {
         Ok(id) => id,
@@ -750,12 +858,18 @@ struct ChangesQuery {
     wait_ms: Option<u64>,
 }
 
-async fn changes(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<ChangesQuery>) -> Response {
+async fn changes(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
     if let Err(e) = require_replica(&st.core, &headers).await {
         return e.into_response();
     }
     let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(0));
-    match replication::serve_changes(&st.core, q.since.unwrap_or(0), q.limit.unwrap_or(500), wait).await {
+    match replication::serve_changes(&st.core, q.since.unwrap_or(0), q.limit.unwrap_or(500), wait)
+        .await
+    {
         Ok(page) => axum::Json(page).into_response(),
         Err(e) => e.into_response(),
     }
@@ -768,7 +882,11 @@ struct RegisterQuery {
     name: String,
 }
 
-async fn registers(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<RegisterQuery>) -> Response {
+async fn registers(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<RegisterQuery>,
+) -> Response {
     if let Err(e) = require_replica(&st.core, &headers).await {
         return e.into_response();
     }
@@ -783,12 +901,25 @@ async fn registers(State(st): State<AppState>, headers: HeaderMap, Query(q): Que
                 Err(e) => return e.into_response(),
             };
             if q.kind == "manifest" {
-                Key::Manifest { repo: q.repo, digest }
+                Key::Manifest {
+                    repo: q.repo,
+                    digest,
+                }
             } else {
-                Key::Blob { repo: q.repo, digest }
+                Key::Blob {
+                    repo: q.repo,
+                    digest,
+                }
             }
         }
-        _ => return ApiError::new(StatusCode::BAD_REQUEST, Code::Unsupported, "kind is tag, manifest or blob").into_response(),
+        _ => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Code::Unsupported,
+                "kind is tag, manifest or blob",
+            )
+            .into_response();
+        }
     };
     let meta = st.core.meta.clone();
     match blocking(move || Ok(meta.get(&key)?)).await {
@@ -817,7 +948,16 @@ async fn content(
         Ok(None) => return ApiError::blob_unknown(&digest.to_string()).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match serve_content(core, &digest, size, &headers, method == Method::HEAD, "application/octet-stream").await {
+    match serve_content(
+        core,
+        &digest,
+        size,
+        &headers,
+        method == Method::HEAD,
+        "application/octet-stream",
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -825,7 +965,10 @@ async fn content(
 
 async fn metrics(State(st): State<AppState>) -> Response {
     build(
-        ok(StatusCode::OK).header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        ok(StatusCode::OK).header(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
         Body::from(st.core.metrics.encode()),
     )
 }
@@ -835,7 +978,11 @@ struct StatusQuery {
     repository: Option<String>,
 }
 
-async fn status(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<StatusQuery>) -> Response {
+async fn status(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StatusQuery>,
+) -> Response {
     let core = &st.core;
     let id = match identify(core, &headers).await {
         Ok(id) => id,
@@ -845,8 +992,12 @@ async fn status(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<
         return unauthorized(core, None, "status needs credentials").into_response();
     }
     let r = match q.repository {
-        Some(repo) => crate::status::repository(core, &repo).await.map(|v| axum::Json(v).into_response()),
-        None => crate::status::replica(core, &st.replication).await.map(|v| axum::Json(v).into_response()),
+        Some(repo) => crate::status::repository(core, &repo)
+            .await
+            .map(|v| axum::Json(v).into_response()),
+        None => crate::status::replica(core, &st.replication)
+            .await
+            .map(|v| axum::Json(v).into_response()),
     };
     r.unwrap_or_else(|e| e.into_response())
 }
@@ -856,7 +1007,10 @@ async fn gc(State(st): State<AppState>, headers: HeaderMap) -> Response {
     match identify(core, &headers).await {
         Ok(Identity::Replica) => {}
         Ok(Identity::User(u)) if core.cfg.users.iter().any(|x| x.name == u && x.delete) => {}
-        Ok(_) => return ApiError::denied("GC needs the replication secret or a user with delete rights").into_response(),
+        Ok(_) => {
+            return ApiError::denied("GC needs the replication secret or a user with delete rights")
+                .into_response();
+        }
         Err(e) => return e.into_response(),
     }
     match crate::gc::run(core).await {

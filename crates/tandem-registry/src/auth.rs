@@ -98,7 +98,9 @@ pub struct Claims {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// Malformed header.
-    #[error("malformed Authorization header: send `Basic <base64 user:password>` or `Bearer <token>`")]
+    #[error(
+        "malformed Authorization header: send `Basic <base64 user:password>` or `Bearer <token>`"
+    )]
     Malformed,
     /// Wrong user or password.
     #[error("invalid username or password")]
@@ -148,7 +150,10 @@ impl Auth {
                 })
                 .collect(),
             anonymous: cfg.anonymous_read.clone(),
-            token_key: cfg.token.as_ref().map(|t| t.key.expose().as_bytes().to_vec()),
+            token_key: cfg
+                .token
+                .as_ref()
+                .map(|t| t.key.expose().as_bytes().to_vec()),
             token_ttl: cfg
                 .token
                 .as_ref()
@@ -253,9 +258,9 @@ impl Auth {
             Identity::Token(c) => c.access.iter().any(|g| {
                 g.kind == "repository"
                     && g.name == repo
-                    && g.actions.iter().any(|a| {
-                        a == "*" || Action::parse(a) == Some(action)
-                    })
+                    && g.actions
+                        .iter()
+                        .any(|a| a == "*" || Action::parse(a) == Some(action))
             }),
         }
     }
@@ -275,7 +280,13 @@ impl Auth {
     pub fn can_list(&self, id: &Identity, repo: &str) -> bool {
         match id {
             Identity::Replica | Identity::User(_) => true,
-            Identity::Token(c) if c.access.iter().any(|g| g.kind == "registry" && g.name == "catalog") => true,
+            Identity::Token(c)
+                if c.access
+                    .iter()
+                    .any(|g| g.kind == "registry" && g.name == "catalog") =>
+            {
+                true
+            }
             _ => self.allowed(id, repo, Action::Pull),
         }
     }
@@ -476,10 +487,7 @@ secret = "replication-secret-123"
         let id = a.identify(Some(&basic)).await.expect("alice");
         assert_eq!(id, Identity::User("alice".into()));
         let bad = format!("Basic {}", STANDARD.encode("alice:nope"));
-        assert_eq!(
-            a.identify(Some(&bad)).await,
-            Err(AuthError::BadCredentials)
-        );
+        assert_eq!(a.identify(Some(&bad)).await, Err(AuthError::BadCredentials));
         assert!(a.allowed(&id, "team/app", Action::Push));
         assert!(a.allowed(&id, "team/app", Action::Delete));
         assert!(!a.allowed(&id, "other/app", Action::Push));
@@ -487,11 +495,24 @@ secret = "replication-secret-123"
         assert!(!a.allowed(&Identity::Anonymous, "team/app", Action::Pull));
 
         let (tok, claims) = a
-            .issue_token(&id, &["repository:team/app:pull,push".into(), "repository:other:pull,push".into()])
+            .issue_token(
+                &id,
+                &[
+                    "repository:team/app:pull,push".into(),
+                    "repository:other:pull,push".into(),
+                ],
+            )
             .expect("token");
         assert_eq!(claims.access.len(), 2);
-        assert_eq!(claims.access[1].actions, vec!["pull"], "other:push is not granted; pull is");
-        let tid = a.identify(Some(&format!("Bearer {tok}"))).await.expect("token ok");
+        assert_eq!(
+            claims.access[1].actions,
+            vec!["pull"],
+            "other:push is not granted; pull is"
+        );
+        let tid = a
+            .identify(Some(&format!("Bearer {tok}")))
+            .await
+            .expect("token ok");
         assert!(a.allowed(&tid, "team/app", Action::Push));
         assert!(!a.allowed(&tid, "other", Action::Push));
         let forged = format!("Bearer {}x", tok);
@@ -500,6 +521,9 @@ secret = "replication-secret-123"
             a.identify(Some("Bearer replication-secret-123")).await,
             Ok(Identity::Replica)
         );
-        assert!(a.challenge("http://x", Some("repository:a:pull")).starts_with("Bearer realm=\"http://x/token\""));
+        assert!(
+            a.challenge("http://x", Some("repository:a:pull"))
+                .starts_with("Bearer realm=\"http://x/token\"")
+        );
     }
 }

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::hlc::now_ms;
-use crate::meta::{Applied, Change, Entry, Key, ManifestMeta, Meta, MetaError, UploadRecord, Value};
+use crate::meta::{
+    Applied, Change, Entry, Key, ManifestMeta, Meta, MetaError, UploadRecord, Value,
+};
 use crate::metrics::Metrics;
 use crate::oci::manifest::{self, ManifestError};
 use crate::oci::{Algorithm, ApiError, Code, Digest, Reference};
@@ -173,12 +175,19 @@ impl Core {
                 &a.entry.reg.stamp.region,
                 WebhookEvent::Replicated,
             ) {
-                self.webhooks.send(WebhookEvent::Replicated, ev, &self.metrics);
+                self.webhooks
+                    .send(WebhookEvent::Replicated, ev, &self.metrics);
             }
         }
     }
 
-    fn event(&self, key: &Key, value: Option<&Value>, origin: &str, kind: WebhookEvent) -> Option<Event> {
+    fn event(
+        &self,
+        key: &Key,
+        value: Option<&Value>,
+        origin: &str,
+        kind: WebhookEvent,
+    ) -> Option<Event> {
         let action = match kind {
             WebhookEvent::Push => "push",
             WebhookEvent::Delete => "delete",
@@ -225,12 +234,19 @@ impl Core {
     // ----- reads -------------------------------------------------------------------------
 
     /// Resolve a manifest reference locally, then from peers.
-    pub async fn resolve(self: &Arc<Self>, repo: &str, reference: &Reference) -> Result<Option<Resolved>, ApiError> {
+    pub async fn resolve(
+        self: &Arc<Self>,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<Resolved>, ApiError> {
         if let Some(r) = self.resolve_local(repo, reference).await? {
             return Ok(Some(r));
         }
         if self.cfg.replication.read_through && !self.peers.is_empty() {
-            let hit = self.peers.read_through_manifest(self, repo, reference).await;
+            let hit = self
+                .peers
+                .read_through_manifest(self, repo, reference)
+                .await;
             self.metrics
                 .read_through
                 .get_or_create(&crate::metrics::ReadThroughLabels {
@@ -246,7 +262,11 @@ impl Core {
     }
 
     /// Resolve a reference from local metadata only.
-    pub async fn resolve_local(&self, repo: &str, reference: &Reference) -> Result<Option<Resolved>, ApiError> {
+    pub async fn resolve_local(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<Resolved>, ApiError> {
         let meta = self.meta.clone();
         let repo = repo.to_string();
         let reference = reference.clone();
@@ -273,7 +293,11 @@ impl Core {
     }
 
     /// The size of a blob linked into `repo`, locally or read through from a peer.
-    pub async fn blob_size(self: &Arc<Self>, repo: &str, digest: &Digest) -> Result<Option<u64>, ApiError> {
+    pub async fn blob_size(
+        self: &Arc<Self>,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, ApiError> {
         if let Some(s) = self.blob_size_local(repo, digest).await? {
             return Ok(Some(s));
         }
@@ -320,7 +344,11 @@ impl Core {
     // ----- content placement ---------------------------------------------------------------
 
     /// Store verified small content and record it (under the digest lock).
-    pub async fn store_bytes(self: &Arc<Self>, digest: &Digest, data: Bytes) -> Result<(), ApiError> {
+    pub async fn store_bytes(
+        self: &Arc<Self>,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), ApiError> {
         let _g = self.locks.lock(&digest.to_string()).await;
         let size = data.len() as u64;
         if self.meta_content(digest).await?.is_none() {
@@ -360,7 +388,11 @@ impl Core {
     }
 
     /// A session's live state, if it exists and belongs to `repo`.
-    pub async fn upload(&self, repo: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Live>>, ApiError> {
+    pub async fn upload(
+        &self,
+        repo: &str,
+        id: &str,
+    ) -> Result<Arc<tokio::sync::Mutex<Live>>, ApiError> {
         let meta = self.meta.clone();
         let id2 = id.to_string();
         let rec = blocking(move || Ok(meta.upload(&id2)?)).await?;
@@ -419,7 +451,13 @@ impl Core {
     }
 
     /// Finish a session: verify the digest, place the content, link it into the repository.
-    pub async fn finish_upload(self: &Arc<Self>, repo: &str, id: &str, live: &Live, digest: &Digest) -> Result<(), ApiError> {
+    pub async fn finish_upload(
+        self: &Arc<Self>,
+        repo: &str,
+        id: &str,
+        live: &Live,
+        digest: &Digest,
+    ) -> Result<(), ApiError> {
         let actual = self
             .uploads
             .digest(id, live, digest.algorithm())
@@ -468,7 +506,12 @@ impl Core {
     }
 
     /// Mount a blob from another repository: link it here if `from` has it.
-    pub async fn mount(self: &Arc<Self>, repo: &str, from: &str, digest: &Digest) -> Result<bool, ApiError> {
+    pub async fn mount(
+        self: &Arc<Self>,
+        repo: &str,
+        from: &str,
+        digest: &Digest,
+    ) -> Result<bool, ApiError> {
         let _g = self.locks.lock(&digest.to_string()).await;
         let from_key = Key::Blob {
             repo: from.to_string(),
@@ -568,7 +611,9 @@ impl Core {
                 let mut err = ApiError::new(
                     StatusCode::BAD_REQUEST,
                     Code::ManifestBlobUnknown,
-                    format!("manifest references {what} this repository does not have; push them first"),
+                    format!(
+                        "manifest references {what} this repository does not have; push them first"
+                    ),
                 )
                 .detail(serde_json::json!({ "digest": missing[0] }));
                 for m in missing.iter().skip(1) {
@@ -605,7 +650,11 @@ impl Core {
     }
 
     /// Delete a manifest (by digest, with the tags pointing at it) or a tag.
-    pub async fn delete_manifest(self: &Arc<Self>, repo: &str, reference: &Reference) -> Result<(), ApiError> {
+    pub async fn delete_manifest(
+        self: &Arc<Self>,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<(), ApiError> {
         let repo_s = repo.to_string();
         let reference = reference.clone();
         let meta = self.meta.clone();
@@ -655,7 +704,11 @@ impl Core {
     }
 
     /// Unlink a blob from a repository.
-    pub async fn delete_blob(self: &Arc<Self>, repo: &str, digest: &Digest) -> Result<(), ApiError> {
+    pub async fn delete_blob(
+        self: &Arc<Self>,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(), ApiError> {
         let key = Key::Blob {
             repo: repo.to_string(),
             digest: digest.clone(),
@@ -672,19 +725,26 @@ impl Core {
     }
 
     /// Apply registers fetched from a peer (read-through), after their content is stored.
-    pub async fn apply_remote(self: &Arc<Self>, entries: Vec<(Key, Entry)>) -> Result<(), ApiError> {
+    pub async fn apply_remote(
+        self: &Arc<Self>,
+        entries: Vec<(Key, Entry)>,
+    ) -> Result<(), ApiError> {
         let applied = self
             .write(move |w| {
                 let mut out = Vec::new();
                 for (k, e) in entries {
                     let needs = match (&k, e.value()) {
-                        (Key::Blob { digest, .. } | Key::Manifest { digest, .. }, Some(_)) => Some(digest.clone()),
+                        (Key::Blob { digest, .. } | Key::Manifest { digest, .. }, Some(_)) => {
+                            Some(digest.clone())
+                        }
                         _ => None,
                     };
                     if let Some(d) = needs
                         && w.content(&d)?.is_none()
                     {
-                        return Err(ApiError::unavailable(format!("content {d} vanished before it was registered")));
+                        return Err(ApiError::unavailable(format!(
+                            "content {d} vanished before it was registered"
+                        )));
                     }
                     if let Some(a) = w.merge(&k, e)? {
                         out.push(a);

@@ -13,7 +13,9 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 
 /// A hybrid logical clock reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Hlc {
     /// Milliseconds since the Unix epoch (the largest wall time seen).
     pub wall_ms: u64,

@@ -47,7 +47,9 @@ pub use auth::hash_password;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The region has no `[registry.replicas.<region>]` table.
-    #[error("region {0:?} has no replica in [registry.replicas]; add [registry.replicas.{0}] with `listen`")]
+    #[error(
+        "region {0:?} has no replica in [registry.replicas]; add [registry.replicas.{0}] with `listen`"
+    )]
     NoReplica(String),
     /// The data directory cannot be used.
     #[error("data directory {path}: {source}; check that it is writable")]
@@ -67,7 +69,9 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] server::TlsError),
     /// A configured password hash is unusable.
-    #[error("registry.users.{user}.password_hash cannot be parsed: {reason}; regenerate it with `tandem registry --hash-password`")]
+    #[error(
+        "registry.users.{user}.password_hash cannot be parsed: {reason}; regenerate it with `tandem registry --hash-password`"
+    )]
     Hash {
         /// User.
         user: String,
@@ -229,7 +233,8 @@ impl Replica {
             .pool_max_idle_per_host(16)
             .connect_timeout(std::time::Duration::from_secs(5));
         if let Some(ca) = &cfg.replication.ca {
-            let pem = std::fs::read(ca).map_err(|e| StartError::Client(format!("{}: {e}", ca.display())))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| StartError::Client(format!("{}: {e}", ca.display())))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| StartError::Client(format!("{}: {e}", ca.display())))?
             {
@@ -250,7 +255,9 @@ impl Replica {
                 .replicas
                 .iter()
                 .filter(|r| r.region != region)
-                .map(|r| replication::peer::Peer::new(&r.region, &r.url, client.clone(), &secret, region))
+                .map(|r| {
+                    replication::peer::Peer::new(&r.region, &r.url, client.clone(), &secret, region)
+                })
                 .collect(),
             part_dir,
             timeout: cfg.replication.read_through_timeout,
@@ -258,7 +265,13 @@ impl Replica {
 
         let tracker = TaskTracker::new();
         let metrics = Arc::new(metrics::Metrics::new());
-        let webhooks = webhooks::Webhooks::start(&cfg.webhooks, region, metrics.clone(), &tracker, shutdown.clone());
+        let webhooks = webhooks::Webhooks::start(
+            &cfg.webhooks,
+            region,
+            metrics.clone(),
+            &tracker,
+            shutdown.clone(),
+        );
         let head = meta.head()?;
         let (head_tx, _) = tokio::sync::watch::channel(head);
         let core = Arc::new(core::Core {
@@ -274,12 +287,25 @@ impl Replica {
             webhooks,
             head: head_tx,
             peers,
-            upload_slots: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_concurrent_uploads)),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                cfg.limits.max_concurrent_uploads,
+            )),
             shutdown: shutdown.clone(),
         });
         let replication = Arc::new(replication::ReplicationState::default());
-        for p in core.peers.list.clone().into_iter().filter(|_| opts.replicate) {
-            tracker.spawn(replication::pull_loop(core.clone(), p, replication.clone(), shutdown.clone()));
+        for p in core
+            .peers
+            .list
+            .clone()
+            .into_iter()
+            .filter(|_| opts.replicate)
+        {
+            tracker.spawn(replication::pull_loop(
+                core.clone(),
+                p,
+                replication.clone(),
+                shutdown.clone(),
+            ));
         }
         if cfg.gc.enabled {
             let core2 = core.clone();
@@ -292,7 +318,13 @@ impl Replica {
                         _ = tokio::time::sleep(every) => {}
                     }
                     match gc::run(&core2).await {
-                        Ok(r) => tracing::info!(deleted = r.deleted, bytes = r.deleted_bytes, orphans = r.orphans, uploads = r.uploads_expired, "registry GC finished"),
+                        Ok(r) => tracing::info!(
+                            deleted = r.deleted,
+                            bytes = r.deleted_bytes,
+                            orphans = r.orphans,
+                            uploads = r.uploads_expired,
+                            "registry GC finished"
+                        ),
                         Err(e) => tracing::warn!(error = ?e.code(), "registry GC failed"),
                     }
                 }
@@ -302,7 +334,13 @@ impl Replica {
             core: core.clone(),
             replication: replication.clone(),
         });
-        tracker.spawn(server::serve(listener, app, tls, shutdown.clone(), tracker.clone()));
+        tracker.spawn(server::serve(
+            listener,
+            app,
+            tls,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         tracing::info!(%region, %addr, storage = ?core.storage, peers = core.peers.list.len(), "registry replica started");
         Ok(ReplicaHandle {
             core,

@@ -415,7 +415,9 @@ impl Meta {
         let t = r.open_table(REPOS)?;
         let mut out = Vec::new();
         let iter = match last {
-            Some(l) => t.range::<&str>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))?,
+            Some(l) => {
+                t.range::<&str>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))?
+            }
             None => t.range::<&str>(..)?,
         };
         for item in iter {
@@ -692,7 +694,12 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn store(&mut self, key: &Key, entry: &Entry, previous: Option<&Entry>) -> Result<(), MetaError> {
+    fn store(
+        &mut self,
+        key: &Key,
+        entry: &Entry,
+        previous: Option<&Entry>,
+    ) -> Result<(), MetaError> {
         let k = key.encode();
         {
             let mut t = self.txn.open_table(REGS)?;
@@ -735,7 +742,9 @@ impl Writer<'_> {
             Ok(())
         };
         match (key, value) {
-            (Key::Blob { repo, digest }, Value::Blob { .. }) => put(format!("{digest}\0L\0{repo}\0"))?,
+            (Key::Blob { repo, digest }, Value::Blob { .. }) => {
+                put(format!("{digest}\0L\0{repo}\0"))?
+            }
             (Key::Manifest { repo, digest }, Value::Manifest(m)) => {
                 put(format!("{digest}\0M\0{repo}\0"))?;
                 for b in m.blobs.iter().chain(m.manifests.iter()) {
@@ -754,7 +763,9 @@ impl Writer<'_> {
             }
             // A tag pins its manifest's content too, so GC never removes a tagged manifest
             // even if its manifest register lags behind.
-            (Key::Tag { repo, tag }, Value::Tag { digest }) => put(format!("{digest}\0T\0{repo}\0{tag}"))?,
+            (Key::Tag { repo, tag }, Value::Tag { digest }) => {
+                put(format!("{digest}\0T\0{repo}\0{tag}"))?
+            }
             _ => {}
         }
         Ok(())

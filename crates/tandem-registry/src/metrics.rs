@@ -102,9 +102,17 @@ impl Metrics {
             duration.clone(),
         );
         let bytes_in = Counter::default();
-        registry.register("received_bytes", "Blob and manifest bytes received", bytes_in.clone());
+        registry.register(
+            "received_bytes",
+            "Blob and manifest bytes received",
+            bytes_in.clone(),
+        );
         let bytes_out = Counter::default();
-        registry.register("sent_bytes", "Blob and manifest bytes sent", bytes_out.clone());
+        registry.register(
+            "sent_bytes",
+            "Blob and manifest bytes sent",
+            bytes_out.clone(),
+        );
         let uploads_in_progress = Gauge::default();
         registry.register(
             "uploads_in_progress",
@@ -124,7 +132,11 @@ impl Metrics {
             lag_changes.clone(),
         );
         let applied = Family::<PeerLabels, Counter>::default();
-        registry.register("replication_applied", "Changes applied from the peer", applied.clone());
+        registry.register(
+            "replication_applied",
+            "Changes applied from the peer",
+            applied.clone(),
+        );
         let fetched_bytes = Family::<PeerLabels, Counter>::default();
         registry.register(
             "replication_fetched_bytes",
@@ -144,7 +156,11 @@ impl Metrics {
             read_through.clone(),
         );
         let gc_deleted = Counter::default();
-        registry.register("gc_deleted_blobs", "Unreferenced content deleted by GC", gc_deleted.clone());
+        registry.register(
+            "gc_deleted_blobs",
+            "Unreferenced content deleted by GC",
+            gc_deleted.clone(),
+        );
         let gc_bytes = Counter::default();
         registry.register("gc_deleted_bytes", "Bytes deleted by GC", gc_bytes.clone());
         let tombstones_expired = Counter::default();
@@ -154,7 +170,11 @@ impl Metrics {
             tombstones_expired.clone(),
         );
         let webhooks = Family::<WebhookLabels, Counter>::default();
-        registry.register("webhook_deliveries", "Webhook delivery outcomes", webhooks.clone());
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery outcomes",
+            webhooks.clone(),
+        );
         Metrics {
             registry,
             requests,

@@ -28,7 +28,10 @@ pub struct ReplicaStatus {
 }
 
 /// Status of one replica.
-pub async fn replica(core: &Arc<Core>, state: &ReplicationState) -> Result<ReplicaStatus, ApiError> {
+pub async fn replica(
+    core: &Arc<Core>,
+    state: &ReplicationState,
+) -> Result<ReplicaStatus, ApiError> {
     let meta = core.meta.clone();
     let (head, counts) = blocking(move || Ok((meta.head()?, meta.counts()?))).await?;
     let peers = state.snapshot();

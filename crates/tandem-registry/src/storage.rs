@@ -354,7 +354,10 @@ mod tests {
         )
         .await;
         assert_eq!(part.len(), 10);
-        assert_eq!(s.list().await.expect("list"), vec![(d.to_string(), s.list().await.expect("l")[0].1)]);
+        assert_eq!(
+            s.list().await.expect("list"),
+            vec![(d.to_string(), s.list().await.expect("l")[0].1)]
+        );
         s.delete(&d.to_string()).await.expect("delete");
         assert_eq!(s.size(&d).await.expect("size"), None);
     }
@@ -364,8 +367,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let s = Storage::open(Some("memory://"), dir.path(), &[]).expect("open");
         let d = Digest::sha256_of(b"m");
-        s.put_bytes(&d, Bytes::from_static(b"m")).await.expect("put");
-        assert_eq!(s.read_all(&d).await.expect("read"), Bytes::from_static(b"m"));
+        s.put_bytes(&d, Bytes::from_static(b"m"))
+            .await
+            .expect("put");
+        assert_eq!(
+            s.read_all(&d).await.expect("read"),
+            Bytes::from_static(b"m")
+        );
         let staged = dir.path().join("x");
         let data = vec![1u8; 100];
         std::fs::write(&staged, &data).expect("w");

@@ -202,7 +202,12 @@ impl Uploads {
 
     /// The digest of a session's staged bytes under `alg`: from the running hash when it is
     /// there and matches, otherwise by reading the file.
-    pub async fn digest(&self, id: &str, live: &Live, alg: Algorithm) -> Result<Digest, AppendError> {
+    pub async fn digest(
+        &self,
+        id: &str,
+        live: &Live,
+        alg: Algorithm,
+    ) -> Result<Digest, AppendError> {
         if alg == Algorithm::Sha256
             && let Some(h) = &live.hasher
         {
@@ -259,8 +264,10 @@ mod tests {
         u.create_file("s1", "repo").await.expect("create");
         let live = u.get("s1", "repo").await.expect("live");
         let mut l = live.lock().await;
-        let chunks: Vec<Result<Bytes, String>> =
-            vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
+        let chunks: Vec<Result<Bytes, String>> = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
         let off = u
             .append("s1", &mut l, futures::stream::iter(chunks), None)
             .await

@@ -18,7 +18,9 @@ async fn pullable(c: &Client, repo: &str, tag: &str, img: &common::Image) -> boo
     if r.status() != 200 {
         return false;
     }
-    let Ok(body) = r.bytes().await else { return false };
+    let Ok(body) = r.bytes().await else {
+        return false;
+    };
     if body.as_ref() != img.manifest.as_slice() {
         return false;
     }
@@ -47,7 +49,9 @@ async fn push_in_one_region_pull_in_the_other() {
     // And the other way.
     let img2 = image(22, &[1234]);
     west.push_image("app/api", "v2", &img2).await;
-    eventually(WAIT, || async { east.tag_digest("app/api", "v2").await }).await.expect("west → east");
+    eventually(WAIT, || async { east.tag_digest("app/api", "v2").await })
+        .await
+        .expect("west → east");
     assert!(pullable(&east, "app/api", "v2", &img2).await);
     // Status knows both replicas hold the tag, and the lag is zero once caught up.
     let st = eventually(WAIT, || async {
@@ -55,7 +59,11 @@ async fn push_in_one_region_pull_in_the_other() {
         (v["tags"][0]["replicas"] == serde_json::json!(["eastus", "westus"])).then_some(v)
     })
     .await;
-    assert!(st.is_some(), "{}", lab.handle(0).repository_status("app/web").await);
+    assert!(
+        st.is_some(),
+        "{}",
+        lab.handle(0).repository_status("app/web").await
+    );
     let s = eventually(WAIT, || async {
         let v = lab.handle(1).status().await;
         (v["peers"][0]["lag_changes"] == 0 && v["in_sync"] == true).then_some(v)
@@ -64,7 +72,10 @@ async fn push_in_one_region_pull_in_the_other() {
     .expect("west in sync");
     assert_eq!(s["peers"][0]["region"], "eastus");
     let m = lab.handle(1).metrics_text();
-    assert!(m.contains("tandem_registry_replication_lag_changes{peer=\"eastus\"} 0"), "{m}");
+    assert!(
+        m.contains("tandem_registry_replication_lag_changes{peer=\"eastus\"} 0"),
+        "{m}"
+    );
     lab.shutdown().await;
 }
 
@@ -75,12 +86,21 @@ async fn read_through_serves_and_stores_what_has_not_replicated() {
     let (east, west) = (lab.client(0), lab.client(1));
     let img = image(31, &[300_000]);
     east.push_image("rt/app", "v1", &img).await;
-    assert!(pullable(&west, "rt/app", "v1", &img).await, "served from the peer");
+    assert!(
+        pullable(&west, "rt/app", "v1", &img).await,
+        "served from the peer"
+    );
     let m = lab.handle(1).metrics_text();
-    assert!(m.contains("tandem_registry_read_through_total{kind=\"manifest\",result=\"hit\"}"), "{m}");
+    assert!(
+        m.contains("tandem_registry_read_through_total{kind=\"manifest\",result=\"hit\"}"),
+        "{m}"
+    );
     // Stored locally: with eastus gone, westus still serves it.
     lab.stop(0).await;
-    assert!(pullable(&west, "rt/app", "v1", &img).await, "served from local storage");
+    assert!(
+        pullable(&west, "rt/app", "v1", &img).await,
+        "served from local storage"
+    );
     // What neither has is still a 404 (quickly, the peer being down).
     let started = std::time::Instant::now();
     assert_eq!(west.get("/v2/rt/app/manifests/nope").await.status(), 404);
@@ -92,10 +112,21 @@ async fn read_through_serves_and_stores_what_has_not_replicated() {
     east.push_blob("rt/app", &img2.config).await;
     east.push_blob("rt/app", &img2.layers[0]).await;
     for b in [&img2.config, &img2.layers[0]] {
-        let r = west.req(Method::HEAD, &format!("/v2/rt/app/blobs/{}", sha256(b))).send().await.expect("head");
+        let r = west
+            .req(Method::HEAD, &format!("/v2/rt/app/blobs/{}", sha256(b)))
+            .send()
+            .await
+            .expect("head");
         assert_eq!(r.status(), 200);
     }
-    let r = west.put_manifest("rt/app", "v2", "application/vnd.oci.image.manifest.v1+json", &img2.manifest).await;
+    let r = west
+        .put_manifest(
+            "rt/app",
+            "v2",
+            "application/vnd.oci.image.manifest.v1+json",
+            &img2.manifest,
+        )
+        .await;
     assert_eq!(r.status(), 201);
     lab.shutdown().await;
 }
@@ -149,29 +180,69 @@ async fn deletes_propagate_and_tombstones_expire() {
     let (east, west) = (lab.client(0), lab.client(1));
     let img = image(41, &[1000]);
     east.push_image("del/app", "v1", &img).await;
-    east.put_manifest("del/app", "v2", "application/vnd.oci.image.manifest.v1+json", &img.manifest).await;
-    eventually(WAIT, || async { west.tag_digest("del/app", "v2").await }).await.expect("replicated");
-    // Delete a tag in westus: gone in eastus.
-    let r = west.req(Method::DELETE, "/v2/del/app/manifests/v2").send().await.expect("delete");
-    assert_eq!(r.status(), 202);
-    eventually(WAIT, || async { east.tag_digest("del/app", "v2").await.is_none().then_some(()) })
+    east.put_manifest(
+        "del/app",
+        "v2",
+        "application/vnd.oci.image.manifest.v1+json",
+        &img.manifest,
+    )
+    .await;
+    eventually(WAIT, || async { west.tag_digest("del/app", "v2").await })
         .await
-        .expect("tag delete reached eastus");
-    // Delete the manifest in eastus: gone in westus, with its tags.
-    let r = east.req(Method::DELETE, &format!("/v2/del/app/manifests/{}", img.digest)).send().await.expect("delete");
+        .expect("replicated");
+    // Delete a tag in westus: gone in eastus.
+    let r = west
+        .req(Method::DELETE, "/v2/del/app/manifests/v2")
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), 202);
     eventually(WAIT, || async {
-        (west.get(&format!("/v2/del/app/manifests/{}", img.digest)).await.status() == 404
+        east.tag_digest("del/app", "v2")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .expect("tag delete reached eastus");
+    // Delete the manifest in eastus: gone in westus, with its tags.
+    let r = east
+        .req(
+            Method::DELETE,
+            &format!("/v2/del/app/manifests/{}", img.digest),
+        )
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 202);
+    eventually(WAIT, || async {
+        (west
+            .get(&format!("/v2/del/app/manifests/{}", img.digest))
+            .await
+            .status()
+            == 404
             && west.tag_digest("del/app", "v1").await.is_none())
         .then_some(())
     })
     .await
     .expect("manifest delete reached westus");
     // Blob unlink propagates too.
-    let r = east.req(Method::DELETE, &format!("/v2/del/app/blobs/{}", sha256(&img.layers[0]))).send().await.expect("delete");
+    let r = east
+        .req(
+            Method::DELETE,
+            &format!("/v2/del/app/blobs/{}", sha256(&img.layers[0])),
+        )
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), 202);
     eventually(WAIT, || async {
-        (west.get(&format!("/v2/del/app/blobs/{}", sha256(&img.layers[0]))).await.status() == 404).then_some(())
+        (west
+            .get(&format!("/v2/del/app/blobs/{}", sha256(&img.layers[0])))
+            .await
+            .status()
+            == 404)
+            .then_some(())
     })
     .await
     .expect("blob delete reached westus");
@@ -182,11 +253,18 @@ async fn deletes_propagate_and_tombstones_expire() {
             (v["counts"]["tombstones"] == 0).then_some(())
         })
         .await
-        .unwrap_or_else(|| panic!("tombstones did not expire on replica {i}: {}", futures::executor::block_on(lab.handle(i).status())));
+        .unwrap_or_else(|| {
+            panic!(
+                "tombstones did not expire on replica {i}: {}",
+                futures::executor::block_on(lab.handle(i).status())
+            )
+        });
     }
     // A re-push after the delete wins (newer stamp) everywhere.
     east.push_image("del/app", "v1", &img).await;
-    eventually(WAIT, || async { west.tag_digest("del/app", "v1").await }).await.expect("re-push replicated");
+    eventually(WAIT, || async { west.tag_digest("del/app", "v1").await })
+        .await
+        .expect("re-push replicated");
     lab.shutdown().await;
 }
 
@@ -204,11 +282,23 @@ async fn replica_stopped_mid_replication_catches_up() {
         let east = east.clone();
         let imgs: Vec<(String, Vec<u8>, Vec<Vec<u8>>, Vec<u8>)> = imgs
             .iter()
-            .map(|m| (m.digest.clone(), m.config.clone(), m.layers.clone(), m.manifest.clone()))
+            .map(|m| {
+                (
+                    m.digest.clone(),
+                    m.config.clone(),
+                    m.layers.clone(),
+                    m.manifest.clone(),
+                )
+            })
             .collect();
         tokio::spawn(async move {
             for (i, (digest, config, layers, manifest)) in imgs.into_iter().enumerate() {
-                let img = common::Image { config, layers, manifest, digest };
+                let img = common::Image {
+                    config,
+                    layers,
+                    manifest,
+                    digest,
+                };
                 east.push_image("crash/app", &format!("v{i}"), &img).await;
             }
         })
@@ -220,7 +310,9 @@ async fn replica_stopped_mid_replication_catches_up() {
     let west = lab.client(1);
     for (i, img) in imgs.iter().enumerate() {
         let t = format!("v{i}");
-        eventually(WAIT, || async { west.tag_digest("crash/app", &t).await }).await.expect("caught up");
+        eventually(WAIT, || async { west.tag_digest("crash/app", &t).await })
+            .await
+            .expect("caught up");
         assert!(pullable(&west, "crash/app", &t, img).await, "{t}");
     }
     lab.shutdown().await;
@@ -232,7 +324,9 @@ async fn partition_heals_without_operator_action() {
     let (east, west) = (lab.client(0), lab.client(1));
     let base = image(61, &[1000]);
     east.push_image("part/app", "base", &base).await;
-    eventually(WAIT, || async { west.tag_digest("part/app", "base").await }).await.expect("before the cut");
+    eventually(WAIT, || async { west.tag_digest("part/app", "base").await })
+        .await
+        .expect("before the cut");
     // Cut the link both ways; both sides keep taking writes, including the same tag.
     lab.proxies[0].cut();
     lab.proxies[1].cut();
@@ -243,13 +337,23 @@ async fn partition_heals_without_operator_action() {
     east.push_image("part/app", "both", &e).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     west.push_image("part/app", "both", &w).await;
-    let r = west.req(Method::DELETE, "/v2/part/app/manifests/base").send().await.expect("delete");
+    let r = west
+        .req(Method::DELETE, "/v2/part/app/manifests/base")
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), 202);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(east.tag_digest("part/app", "west-only").await.is_none(), "partitioned");
+    assert!(
+        east.tag_digest("part/app", "west-only").await.is_none(),
+        "partitioned"
+    );
     // The lag shows up in status while partitioned.
     let s = lab.handle(0).status().await;
-    assert!(s["peers"][0]["last_error"].is_string() || s["peers"][0]["lag_changes"] != 0, "{s}");
+    assert!(
+        s["peers"][0]["last_error"].is_string() || s["peers"][0]["lag_changes"] != 0,
+        "{s}"
+    );
     lab.proxies[0].heal();
     lab.proxies[1].heal();
     let converged = eventually(WAIT, || async {
@@ -268,7 +372,10 @@ async fn partition_heals_without_operator_action() {
     .expect("converged after healing");
     assert_eq!(converged.0, e.digest);
     assert_eq!(converged.1, w.digest);
-    assert_eq!(converged.2, w.digest, "the later write of `both` (westus) wins everywhere");
+    assert_eq!(
+        converged.2, w.digest,
+        "the later write of `both` (westus) wins everywhere"
+    );
     lab.shutdown().await;
 }
 
@@ -285,13 +392,28 @@ async fn gc_under_concurrent_push_loses_nothing_referenced() {
     let (east, west) = (lab.client(0), lab.client(1));
     // Garbage to collect: an unlinked blob and a deleted image.
     let junk = east.push_blob("gc/app", b"junk blob").await;
-    east.req(Method::DELETE, &format!("/v2/gc/app/blobs/{junk}")).send().await.expect("unlink");
+    east.req(Method::DELETE, &format!("/v2/gc/app/blobs/{junk}"))
+        .send()
+        .await
+        .expect("unlink");
     let doomed = image(71, &[5000]);
     east.push_image("gc/doomed", "x", &doomed).await;
     for b in std::iter::once(&doomed.config).chain(doomed.layers.iter()) {
-        east.req(Method::DELETE, &format!("/v2/gc/doomed/blobs/{}", sha256(b))).send().await.expect("unlink");
+        east.req(
+            Method::DELETE,
+            &format!("/v2/gc/doomed/blobs/{}", sha256(b)),
+        )
+        .send()
+        .await
+        .expect("unlink");
     }
-    east.req(Method::DELETE, &format!("/v2/gc/doomed/manifests/{}", doomed.digest)).send().await.expect("delete");
+    east.req(
+        Method::DELETE,
+        &format!("/v2/gc/doomed/manifests/{}", doomed.digest),
+    )
+    .send()
+    .await
+    .expect("delete");
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gcs: Vec<_> = (0..2)
@@ -304,7 +426,11 @@ async fn gc_under_concurrent_push_loses_nothing_referenced() {
                 let mut deleted = 0u64;
                 let mut runs = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let r = c.req(Method::POST, "/_tandem/registry/v1/gc").send().await.expect("gc");
+                    let r = c
+                        .req(Method::POST, "/_tandem/registry/v1/gc")
+                        .send()
+                        .await
+                        .expect("gc");
                     assert_eq!(r.status(), 200);
                     let v: Value = r.json().await.expect("json");
                     deleted += v["deleted"].as_u64().unwrap_or(0);
@@ -323,7 +449,11 @@ async fn gc_under_concurrent_push_loses_nothing_referenced() {
         img.layers.push(shared.clone());
         let img = rebuild(img);
         imgs.push((i, img.digest.clone()));
-        let c = if i % 2 == 0 { east.clone() } else { west.clone() };
+        let c = if i % 2 == 0 {
+            east.clone()
+        } else {
+            west.clone()
+        };
         pushes.push(tokio::spawn(async move {
             c.push_image("gc/app", &format!("v{i}"), &img).await;
             img
@@ -337,7 +467,9 @@ async fn gc_under_concurrent_push_loses_nothing_referenced() {
     for (i, img) in pushed.iter().enumerate() {
         let t = format!("v{i}");
         for c in [&east, &west] {
-            eventually(WAIT, || async { c.tag_digest("gc/app", &t).await }).await.expect("replicated");
+            eventually(WAIT, || async { c.tag_digest("gc/app", &t).await })
+                .await
+                .expect("replicated");
             assert!(pullable(c, "gc/app", &t, img).await, "{t} lost blobs");
         }
     }
@@ -358,7 +490,10 @@ async fn gc_under_concurrent_push_loses_nothing_referenced() {
             assert!(pullable(c, "gc/app", &format!("v{i}"), img).await);
         }
     }
-    assert_eq!(east.get(&format!("/v2/gc/app/blobs/{junk}")).await.status(), 404);
+    assert_eq!(
+        east.get(&format!("/v2/gc/app/blobs/{junk}")).await.status(),
+        404
+    );
     lab.shutdown().await;
 }
 
@@ -391,13 +526,17 @@ async fn three_regions_converge() {
     let lab = Lab::start(&["eastus", "westus", "centralus"], Opts::default()).await;
     let imgs: Vec<_> = (0..3).map(|i| image(200 + i, &[1000])).collect();
     for (i, img) in imgs.iter().enumerate() {
-        lab.client(i).push_image("tri/app", &format!("from{i}"), img).await;
+        lab.client(i)
+            .push_image("tri/app", &format!("from{i}"), img)
+            .await;
     }
     for i in 0..3 {
         let c = lab.client(i);
         for (j, img) in imgs.iter().enumerate() {
             let t = format!("from{j}");
-            eventually(WAIT, || async { c.tag_digest("tri/app", &t).await }).await.expect("replicated");
+            eventually(WAIT, || async { c.tag_digest("tri/app", &t).await })
+                .await
+                .expect("replicated");
             assert!(pullable(&c, "tri/app", &t, img).await);
         }
     }

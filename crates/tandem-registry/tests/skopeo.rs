@@ -43,15 +43,23 @@ fn gzip_stored(data: &[u8]) -> Vec<u8> {
     for (i, t) in table.iter_mut().enumerate() {
         let mut c = i as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
         *t = c;
     }
-    let crc = !data
-        .iter()
-        .fold(!0u32, |c, &b| table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8));
+    let crc = !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    });
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-    let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(65_535).collect() };
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(65_535).collect()
+    };
     let n = chunks.len();
     for (i, c) in chunks.into_iter().enumerate() {
         out.push(u8::from(i + 1 == n));
@@ -75,10 +83,13 @@ fn write_blob(dir: &Path, data: &[u8]) -> String {
 /// Build an OCI image layout with one image tagged `v1`; returns the manifest digest.
 fn build_layout(dir: &Path) -> String {
     std::fs::create_dir_all(dir.join("blobs/sha256")).expect("layout dir");
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
     let tar1 = tar_with("hello.txt", b"hello from tandem\n");
     let layer = gzip_stored(&tar1);
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let tar2 = tar_with("data.bin", &big);
     let layer2 = gzip_stored(&tar2);
     let l1 = write_blob(dir, &layer);
@@ -136,20 +147,35 @@ async fn skopeo_copy_into_eastus_and_out_of_westus() {
         let dst = format!("docker://{east}/{repo}:v1");
         let (s, d, c) = (src_ref.clone(), dst.clone(), creds.clone());
         tokio::task::spawn_blocking(move || {
-            skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &c, &s, &d])
+            skopeo(&[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &c,
+                &s,
+                &d,
+            ])
         })
         .await
         .expect("copy in");
     }
     // westus has it (replicated, or read through if replication is still on its way).
     let west_client = lab.client(1);
-    eventually(Duration::from_secs(20), || async { west_client.tag_digest("lab/app", "v1").await })
-        .await
-        .expect("replicated to westus");
+    eventually(Duration::from_secs(20), || async {
+        west_client.tag_digest("lab/app", "v1").await
+    })
+    .await
+    .expect("replicated to westus");
     let inspected = {
         let c = creds.clone();
         tokio::task::spawn_blocking(move || {
-            skopeo(&["inspect", "--tls-verify=false", "--creds", &c, &format!("docker://{west}/lab/app:v1")])
+            skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                &c,
+                &format!("docker://{west}/lab/app:v1"),
+            ])
         })
         .await
         .expect("inspect")
@@ -159,7 +185,12 @@ async fn skopeo_copy_into_eastus_and_out_of_westus() {
     assert_eq!(v["Layers"].as_array().map(|l| l.len()), Some(2));
     // Anonymous pull of a public repository with a real client.
     let raw = tokio::task::spawn_blocking(move || {
-        skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{west}/public/app:v1")])
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{west}/public/app:v1"),
+        ])
     })
     .await
     .expect("inspect raw");
@@ -181,7 +212,8 @@ async fn skopeo_copy_into_eastus_and_out_of_westus() {
     .await
     .expect("copy out");
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("index.json")).expect("index")).expect("json");
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).expect("index"))
+            .expect("json");
     assert_eq!(index["manifests"][0]["digest"], digest);
     for entry in std::fs::read_dir(src.join("blobs/sha256")).expect("blobs") {
         let entry = entry.expect("entry");

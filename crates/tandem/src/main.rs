@@ -3,6 +3,7 @@
 
 mod cmd;
 mod logging;
+mod signals;
 
 use clap::Parser;
 

@@ -50,7 +50,9 @@ pub enum DigestError {
     #[error("digest algorithm {0:?} is not supported; use sha256 or sha512")]
     Unsupported(String),
     /// The encoded part is not lower-case hex of the right length.
-    #[error("digest {0:?} is malformed: the encoded part must be lower-case hex of the algorithm's length")]
+    #[error(
+        "digest {0:?} is malformed: the encoded part must be lower-case hex of the algorithm's length"
+    )]
     Malformed(String),
 }
 
@@ -77,7 +79,9 @@ impl Digest {
             }
         };
         if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::Malformed(s.to_string()));
         }

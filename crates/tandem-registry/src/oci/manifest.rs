@@ -93,10 +93,14 @@ pub enum ManifestError {
     #[error("manifest is not valid JSON of a manifest: {0}")]
     Json(String),
     /// Neither the body nor the Content-Type says what it is, or it is a type we do not store.
-    #[error("manifest media type {0:?} is not supported; push an OCI or Docker schema 2 manifest or index")]
+    #[error(
+        "manifest media type {0:?} is not supported; push an OCI or Docker schema 2 manifest or index"
+    )]
     MediaType(String),
     /// The `mediaType` field and the Content-Type header differ.
-    #[error("manifest mediaType {body:?} does not match Content-Type {header:?}; they must be equal")]
+    #[error(
+        "manifest mediaType {body:?} does not match Content-Type {header:?}; they must be equal"
+    )]
     Mismatch {
         /// From the body.
         body: String,
@@ -186,10 +190,7 @@ mod tests {
         );
         let m = parse(body.as_bytes(), Some(OCI_MANIFEST)).expect("valid");
         assert_eq!(m.blobs.len(), 2);
-        assert_eq!(
-            m.subject.as_ref().map(|s| s.to_string()),
-            Some(d("s"))
-        );
+        assert_eq!(m.subject.as_ref().map(|s| s.to_string()), Some(d("s")));
         assert_eq!(
             m.artifact_type.as_deref(),
             Some("application/vnd.oci.image.config.v1+json")

@@ -103,7 +103,9 @@ pub enum ReferenceError {
     #[error(transparent)]
     Digest(DigestError),
     /// A malformed tag.
-    #[error("tag {0:?} is not valid: use up to 128 of [A-Za-z0-9._-], not starting with '.' or '-'")]
+    #[error(
+        "tag {0:?} is not valid: use up to 128 of [A-Za-z0-9._-], not starting with '.' or '-'"
+    )]
     Tag(String),
 }
 
@@ -230,7 +232,18 @@ mod tests {
             assert!(valid_name(ok), "{ok}");
         }
         for bad in [
-            "", "A", "a/", "/a", "a//b", "a..b", "a___b", "-a", "a-", "a b", "a:b", &"a".repeat(256),
+            "",
+            "A",
+            "a/",
+            "/a",
+            "a//b",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a b",
+            "a:b",
+            &"a".repeat(256),
         ] {
             assert!(!valid_name(bad), "{bad}");
         }

@@ -89,7 +89,12 @@ impl ReplicationState {
 }
 
 /// Run the puller for one peer until shutdown.
-pub async fn pull_loop(core: Arc<Core>, peer: Peer, state: Arc<ReplicationState>, shutdown: CancellationToken) {
+pub async fn pull_loop(
+    core: Arc<Core>,
+    peer: Peer,
+    state: Arc<ReplicationState>,
+    shutdown: CancellationToken,
+) {
     let labels = PeerLabels {
         peer: peer.region.clone(),
     };
@@ -123,7 +128,11 @@ pub async fn pull_loop(core: Arc<Core>, peer: Peer, state: Arc<ReplicationState>
     }
 }
 
-async fn pull_once(core: &Arc<Core>, peer: &Peer, state: &Arc<ReplicationState>) -> Result<(), PeerError> {
+async fn pull_once(
+    core: &Arc<Core>,
+    peer: &Peer,
+    state: &Arc<ReplicationState>,
+) -> Result<(), PeerError> {
     let meta = core.meta.clone();
     let pr = peer.region.clone();
     let cursor = blocking(move || Ok(meta.cursors()?.get(&pr).copied().unwrap_or(0)))
@@ -347,7 +356,12 @@ pub async fn sweep_tombstones(core: &Arc<Core>) {
 }
 
 /// Serve a page of this replica's log (the long poll).
-pub async fn serve_changes(core: &Arc<Core>, since: u64, limit: usize, wait: Duration) -> Result<peer::ChangesPage, ApiError> {
+pub async fn serve_changes(
+    core: &Arc<Core>,
+    since: u64,
+    limit: usize,
+    wait: Duration,
+) -> Result<peer::ChangesPage, ApiError> {
     let mut rx = core.head.subscribe();
     let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(60));
     loop {
@@ -376,7 +390,12 @@ pub async fn serve_changes(core: &Arc<Core>, since: u64, limit: usize, wait: Dur
 }
 
 /// Which regions have the write `entry` (as far as this replica knows).
-pub fn holders(me: &str, entry: &Entry, views: &BTreeMap<String, PeerView>, peers: &[String]) -> Vec<String> {
+pub fn holders(
+    me: &str,
+    entry: &Entry,
+    views: &BTreeMap<String, PeerView>,
+    peers: &[String],
+) -> Vec<String> {
     let origin = &entry.reg.stamp.region;
     let mut out = vec![me.to_string()];
     for p in peers {

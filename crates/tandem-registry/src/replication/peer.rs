@@ -54,7 +54,9 @@ pub enum PeerError {
     #[error("storing fetched content failed: {0}")]
     Local(String),
     /// The peer is another region than configured.
-    #[error("peer at {url} says it is region {actual:?}, expected {expected:?}; check registry.replicas urls")]
+    #[error(
+        "peer at {url} says it is region {actual:?}, expected {expected:?}; check registry.replicas urls"
+    )]
     WrongRegion {
         /// URL.
         url: String,
@@ -112,7 +114,12 @@ impl Peer {
     }
 
     /// Poll the peer's change log after `since`, waiting up to `wait` for new changes.
-    pub async fn changes(&self, since: u64, limit: usize, wait: Duration) -> Result<ChangesPage, PeerError> {
+    pub async fn changes(
+        &self,
+        since: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<ChangesPage, PeerError> {
         let resp = self
             .get(&format!(
                 "/_tandem/registry/v1/changes?since={since}&limit={limit}&wait_ms={}",
@@ -175,7 +182,12 @@ impl Peer {
 
     /// Fetch content by digest into local storage, verifying it. Resumes a partial download
     /// left in `part_dir` by an earlier attempt with a Range request.
-    pub async fn fetch_content(&self, core: &Arc<Core>, digest: &Digest, part_dir: &Path) -> Result<Fetched, PeerError> {
+    pub async fn fetch_content(
+        &self,
+        core: &Arc<Core>,
+        digest: &Digest,
+        part_dir: &Path,
+    ) -> Result<Fetched, PeerError> {
         let _g = core.locks.lock(&digest.to_string()).await;
         if core
             .has_content(digest)
@@ -184,8 +196,15 @@ impl Peer {
         {
             return Ok(Fetched::Stored);
         }
-        let part: PathBuf = part_dir.join(format!("{}-{}.part", digest.algorithm().as_str(), digest.hex()));
-        let have = tokio::fs::metadata(&part).await.map(|m| m.len()).unwrap_or(0);
+        let part: PathBuf = part_dir.join(format!(
+            "{}-{}.part",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ));
+        let have = tokio::fs::metadata(&part)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         let mut req = self.get(&format!("/_tandem/registry/v1/content/{digest}"));
         if have > 0 {
             req = req.header("range", format!("bytes={have}-"));
@@ -257,7 +276,9 @@ impl Peer {
         }
         {
             use tokio::io::AsyncWriteExt;
-            file.flush().await.map_err(|e| PeerError::Local(e.to_string()))?;
+            file.flush()
+                .await
+                .map_err(|e| PeerError::Local(e.to_string()))?;
         }
         drop(file);
         core.metrics
@@ -327,7 +348,12 @@ impl Peers {
 
     /// Pull a manifest (and the tag naming it) from the peer that has the newest value, store
     /// it here, and apply the peer's registers. Returns whether it is now present locally.
-    pub async fn read_through_manifest(&self, core: &Arc<Core>, repo: &str, reference: &Reference) -> bool {
+    pub async fn read_through_manifest(
+        &self,
+        core: &Arc<Core>,
+        repo: &str,
+        reference: &Reference,
+    ) -> bool {
         let fut = async {
             let mut regs = Vec::new();
             let digest = match reference {
@@ -358,7 +384,11 @@ impl Peers {
             regs.push((mkey, e));
             core.apply_remote(regs).await.ok()
         };
-        tokio::time::timeout(self.timeout * 4, fut).await.ok().flatten().is_some()
+        tokio::time::timeout(self.timeout * 4, fut)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     /// Pull a blob linked in `repo` at a peer; store it and apply the peer's link.

@@ -61,14 +61,18 @@ impl Proxy {
         let ep = epoch.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = l.accept().await else { return };
+                let Ok((mut inbound, _)) = l.accept().await else {
+                    return;
+                };
                 if !up2.load(std::sync::atomic::Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let mut cut = ep.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut out) = tokio::net::TcpStream::connect(target).await else { return };
+                    let Ok(mut out) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
                         _ = cut.changed() => {}
@@ -111,7 +115,10 @@ impl Lab {
         for _ in regions {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
         }
-        let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("addr")).collect();
+        let addrs: Vec<_> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr"))
+            .collect();
         let mut proxies = Vec::new();
         for a in &addrs {
             proxies.push(Proxy::start(*a).await);
@@ -131,7 +138,9 @@ impl Lab {
             let o = tandem_registry::Options {
                 replicate: !no_pull.contains(&i),
             };
-            let handle = Replica::start_with(&cfg, r, l, token.clone(), o).await.expect("start");
+            let handle = Replica::start_with(&cfg, r, l, token.clone(), o)
+                .await
+                .expect("start");
             lab.nodes.push(Node {
                 region: r.to_string(),
                 addr: a,
@@ -322,23 +331,40 @@ impl Client {
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);
         let r = self
-            .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
+            .req(
+                reqwest::Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            )
             .header("content-type", "application/octet-stream")
             .body(data.to_vec())
             .send()
             .await
             .expect("post");
-        assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            201,
+            "push blob: {}",
+            r.text().await.unwrap_or_default()
+        );
         d
     }
 
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> reqwest::Response {
-        self.req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
-            .header("content-type", media_type)
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("put manifest")
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> reqwest::Response {
+        self.req(
+            reqwest::Method::PUT,
+            &format!("/v2/{repo}/manifests/{reference}"),
+        )
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("put manifest")
     }
 
     pub async fn push_image(&self, repo: &str, tag: &str, img: &Image) {
@@ -347,19 +373,35 @@ impl Client {
             self.push_blob(repo, l).await;
         }
         let r = self
-            .put_manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", &img.manifest)
+            .put_manifest(
+                repo,
+                tag,
+                "application/vnd.oci.image.manifest.v1+json",
+                &img.manifest,
+            )
             .await;
-        assert_eq!(r.status(), 201, "push manifest: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            201,
+            "push manifest: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.req(reqwest::Method::GET, path).send().await.expect("get")
+        self.req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("get")
     }
 
     /// The digest a tag points at, if it resolves.
     pub async fn tag_digest(&self, repo: &str, tag: &str) -> Option<String> {
         let r = self
-            .req(reqwest::Method::HEAD, &format!("/v2/{repo}/manifests/{tag}"))
+            .req(
+                reqwest::Method::HEAD,
+                &format!("/v2/{repo}/manifests/{tag}"),
+            )
             .send()
             .await
             .ok()?;

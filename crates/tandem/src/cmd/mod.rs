@@ -1,7 +1,11 @@
 //! Subcommands. Each lives in its own module with its clap `Args` and a `run` function.
 
 mod check;
+mod dns;
+mod lab;
 mod registry;
+mod status;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,8 +28,16 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the local multi-region lab (built in, or from -c FILE).
+    Up(up::Args),
+    /// Run the global DNS traffic manager.
+    Dns(dns::Args),
     /// Validate a config file and report every problem with its line and key.
     Check(check::Args),
+    /// Show regions, endpoints, health and traffic of a running Tandem.
+    Status(status::Args),
+    /// Fail and restore regions of a running lab.
+    Lab(lab::Args),
     /// Run one region's replica of the geo-replicated OCI registry.
     Registry(registry::Args),
 }
@@ -45,7 +57,21 @@ pub(crate) struct ConfigArg {
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Up(a) => up::run(a),
+        Command::Dns(a) => dns::run(a),
         Command::Check(a) => check::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Lab(a) => lab::run(a),
         Command::Registry(a) => registry::run(a),
+    }
+}
+
+/// `127.0.0.1:9090` or `http://host:port` → `http://host:port` (no trailing slash).
+pub(crate) fn admin_base(addr: &str) -> String {
+    let a = addr.trim_end_matches('/');
+    if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
     }
 }
