@@ -1008,8 +1008,10 @@ async fn gc(State(st): State<AppState>, headers: HeaderMap) -> Response {
         Ok(Identity::Replica) => {}
         Ok(Identity::User(u)) if core.cfg.users.iter().any(|x| x.name == u && x.delete) => {}
         Ok(_) => {
-            return ApiError::denied("GC needs the replication secret or a user with delete rights")
-                .into_response();
+            return ApiError::denied(
+                "GC needs the replication secret or a user with delete rights",
+            )
+            .into_response();
         }
         Err(e) => return e.into_response(),
     }

@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod component;
 pub mod core;
 pub mod gc;
 pub mod hlc;
@@ -125,6 +126,27 @@ impl ReplicaHandle {
     /// Prometheus text exposition of this replica's metrics.
     pub fn metrics_text(&self) -> String {
         self.core.metrics.encode()
+    }
+
+    /// This replica as an admin-API component (status JSON, tables, repository view).
+    pub fn component(&self) -> Arc<dyn tandem_admin::Component> {
+        Self::component_of(&[self])
+    }
+
+    /// Several replicas of one process (the lab) as one admin-API component.
+    pub fn component_of(handles: &[&ReplicaHandle]) -> Arc<dyn tandem_admin::Component> {
+        Arc::new(component::RegistryComponent {
+            replicas: handles
+                .iter()
+                .map(|h| (h.core.clone(), h.replication.clone()))
+                .collect(),
+        })
+    }
+
+    /// Register this replica's metrics in another Prometheus registry (the admin API's),
+    /// labelled with the region.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.core.metrics.register_into(registry, &self.core.region);
     }
 
     /// Run garbage collection now.

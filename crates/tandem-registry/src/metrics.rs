@@ -195,6 +195,88 @@ impl Metrics {
         }
     }
 
+    /// Register the same metrics (shared handles) under `tandem_registry_*` in another
+    /// registry, e.g. the admin API's, with a `region` label so several replicas of one process
+    /// (the lab) do not collide.
+    pub fn register_into(&self, registry: &mut Registry, region: &str) {
+        let sub = registry.sub_registry_with_label((
+            std::borrow::Cow::Borrowed("region"),
+            std::borrow::Cow::Owned(region.to_string()),
+        ));
+        let sub = sub.sub_registry_with_prefix("tandem_registry");
+        sub.register("requests", "Registry API requests", self.requests.clone());
+        sub.register(
+            "request_duration_seconds",
+            "Time to the response head",
+            self.duration.clone(),
+        );
+        sub.register(
+            "received_bytes",
+            "Blob and manifest bytes received",
+            self.bytes_in.clone(),
+        );
+        sub.register(
+            "sent_bytes",
+            "Blob and manifest bytes sent",
+            self.bytes_out.clone(),
+        );
+        sub.register(
+            "uploads_in_progress",
+            "Upload requests streaming a body right now",
+            self.uploads_in_progress.clone(),
+        );
+        sub.register(
+            "replication_lag_seconds",
+            "Age of the oldest change of the peer not applied here (0 when caught up)",
+            self.lag_seconds.clone(),
+        );
+        sub.register(
+            "replication_lag_changes",
+            "Changes in the peer's log not applied here",
+            self.lag_changes.clone(),
+        );
+        sub.register(
+            "replication_applied",
+            "Changes applied from the peer",
+            self.applied.clone(),
+        );
+        sub.register(
+            "replication_fetched_bytes",
+            "Content bytes fetched from the peer",
+            self.fetched_bytes.clone(),
+        );
+        sub.register(
+            "replication_errors",
+            "Failed replication rounds with the peer",
+            self.replication_errors.clone(),
+        );
+        sub.register(
+            "read_through",
+            "Pulls of content not yet replicated, served from a peer",
+            self.read_through.clone(),
+        );
+        sub.register(
+            "gc_deleted_blobs",
+            "Unreferenced content deleted by GC",
+            self.gc_deleted.clone(),
+        );
+        sub.register(
+            "gc_deleted_bytes",
+            "Bytes deleted by GC",
+            self.gc_bytes.clone(),
+        );
+        sub.register(
+            "tombstones_expired",
+            "Delete tombstones dropped after every replica saw them",
+            self.tombstones_expired.clone(),
+        );
+        sub.register(
+            "webhook_deliveries",
+            "Webhook delivery outcomes",
+            self.webhooks.clone(),
+        );
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

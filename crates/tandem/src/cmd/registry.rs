@@ -19,6 +19,12 @@ pub(crate) struct Args {
     /// Read a password from stdin and print its argon2id hash for `password_hash`, then exit.
     #[arg(long)]
     hash_password: bool,
+    /// Serve the admin API here instead of [admin] listen.
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// Do not serve the admin API (the replica's own /metrics and status endpoints remain).
+    #[arg(long)]
+    no_admin: bool,
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -62,11 +68,16 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let admin_addr = a.admin.unwrap_or(cfg.admin.listen);
+    let (regions, admin_token, no_admin) =
+        (cfg.regions.clone(), cfg.admin.token.clone(), a.no_admin);
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let shutdown = CancellationToken::new();
+        // SIGHUP has nothing to reload yet: registry config changes need a restart.
+        let _reloads = crate::signals::install(shutdown.clone())?;
         let handle = tandem_registry::Replica::start(&reg, &region, listener, shutdown.clone())
             .await
             .context("starting the registry replica")?;
@@ -74,26 +85,23 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             "tandem registry: region {region} serving on {}",
             handle.local_addr()
         );
-        wait_for_signal().await;
+        let admin_task = if no_admin {
+            None
+        } else {
+            let mut metrics = prometheus_client::registry::Registry::default();
+            handle.register_metrics(&mut metrics);
+            let admin = tandem_admin::Admin::new(&regions, admin_token, metrics, vec![handle.component()]);
+            let l = tandem_admin::Admin::bind(admin_addr).await?;
+            tracing::info!(admin = %admin_addr, "admin API and status page at http://{admin_addr}/");
+            Some(tokio::spawn(admin.serve(l, shutdown.clone())))
+        };
+        shutdown.cancelled().await;
         tracing::info!("shutting down: finishing in-flight requests");
-        shutdown.cancel();
         handle.wait().await;
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
