@@ -261,29 +261,25 @@ async fn handle(
     let id = identify(core, headers).await?;
     let action = required_action(method, r);
     match (r, repo) {
-        (Route::Base, _) => {
-            if matches!(id, Identity::Anonymous) && !core.auth.open() {
-                return Err(unauthorized(core, None, "authentication required"));
-            }
+        (Route::Base, _) if matches!(id, Identity::Anonymous) && !core.auth.open() => {
+            return Err(unauthorized(core, None, "authentication required"));
         }
-        (Route::Catalog, _) => {}
-        (_, Some(name)) => {
-            if !core.auth.allowed(&id, name, action) {
-                let actions = match action {
-                    Action::Pull => "pull",
-                    Action::Push => "pull,push",
-                    Action::Delete => "delete",
-                };
-                let scope = format!("repository:{name}:{actions}");
-                return Err(if matches!(id, Identity::Anonymous) {
-                    unauthorized(core, Some(scope), "authentication required")
-                } else {
-                    ApiError::denied(format!(
-                        "{action:?} on {name} is not allowed for this account"
-                    ))
-                    .detail(serde_json::json!({ "repository": name }))
-                });
-            }
+        (Route::Base | Route::Catalog, _) => {}
+        (_, Some(name)) if !core.auth.allowed(&id, name, action) => {
+            let actions = match action {
+                Action::Pull => "pull",
+                Action::Push => "pull,push",
+                Action::Delete => "delete",
+            };
+            let scope = format!("repository:{name}:{actions}");
+            return Err(if matches!(id, Identity::Anonymous) {
+                unauthorized(core, Some(scope), "authentication required")
+            } else {
+                ApiError::denied(format!(
+                    "{action:?} on {name} is not allowed for this account"
+                ))
+                .detail(serde_json::json!({ "repository": name }))
+            });
         }
         _ => {}
     }

@@ -13,6 +13,8 @@ use tandem_admin::{Component, Table};
 use crate::core::Core;
 use crate::replication::ReplicationState;
 
+type Replicas = Arc<Vec<(Arc<Core>, Arc<ReplicationState>)>>;
+
 /// One or more replicas of this process, as one admin component.
 pub struct RegistryComponent {
     pub(crate) replicas: Vec<(Arc<Core>, Arc<ReplicationState>)>,
@@ -106,7 +108,7 @@ struct RepoQuery {
 }
 
 async fn repository(
-    State(replicas): State<Arc<Vec<(Arc<Core>, Arc<ReplicationState>)>>>,
+    State(replicas): State<Replicas>,
     Query(q): Query<RepoQuery>,
 ) -> axum::response::Response {
     let mut out = Vec::new();

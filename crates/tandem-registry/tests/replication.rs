@@ -280,25 +280,9 @@ async fn replica_stopped_mid_replication_catches_up() {
     // downloads are cut), keep pushing, restart it.
     let pusher = {
         let east = east.clone();
-        let imgs: Vec<(String, Vec<u8>, Vec<Vec<u8>>, Vec<u8>)> = imgs
-            .iter()
-            .map(|m| {
-                (
-                    m.digest.clone(),
-                    m.config.clone(),
-                    m.layers.clone(),
-                    m.manifest.clone(),
-                )
-            })
-            .collect();
+        let imgs = imgs.clone();
         tokio::spawn(async move {
-            for (i, (digest, config, layers, manifest)) in imgs.into_iter().enumerate() {
-                let img = common::Image {
-                    config,
-                    layers,
-                    manifest,
-                    digest,
-                };
+            for (i, img) in imgs.into_iter().enumerate() {
                 east.push_image("crash/app", &format!("v{i}"), &img).await;
             }
         })

@@ -248,6 +248,7 @@ pub struct Client {
     pub auth: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Image {
     pub config: Vec<u8>,
     pub layers: Vec<Vec<u8>>,
