@@ -368,6 +368,24 @@ impl Client {
         .expect("put manifest")
     }
 
+    /// PUT a manifest; `None` when the request itself fails (the server died).
+    pub async fn put_manifest_opt(
+        &self,
+        repo: &str,
+        reference: &str,
+        body: &[u8],
+    ) -> Option<reqwest::Response> {
+        self.req(
+            reqwest::Method::PUT,
+            &format!("/v2/{repo}/manifests/{reference}"),
+        )
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .ok()
+    }
+
     pub async fn push_image(&self, repo: &str, tag: &str, img: &Image) {
         self.push_blob(repo, &img.config).await;
         for l in &img.layers {
