@@ -146,6 +146,7 @@ async fn pull_once(
     let now = now_ms();
     state.update(&peer.region, |s| {
         s.last_contact_ms = now;
+        s.last_error = None;
         s.peer_head = page.head;
         s.cursor = cursor;
         s.lag_changes = page.head.saturating_sub(cursor);
