@@ -615,8 +615,15 @@ async fn start_upload(
         let digest = parse_digest(d)?;
         let live = core.upload(name, &uid).await?;
         let mut l = live.lock().await;
-        core.append(&uid, &mut l, None, body.into_data_stream())
-            .await?;
+        if let Err(e) = core
+            .append(&uid, &mut l, None, body.into_data_stream(), false)
+            .await
+        {
+            // A single request cannot be resumed: drop the session it created.
+            drop(l);
+            let _ = core.cancel_upload(&uid).await;
+            return Err(e);
+        }
         core.finish_upload(name, &uid, &l, &digest).await?;
         return Ok(build(
             ok(StatusCode::CREATED)
@@ -687,6 +694,7 @@ async fn upload(
                     &mut l,
                     content_range.map(|(a, _)| a),
                     body.into_data_stream(),
+                    true,
                 )
                 .await?;
             Ok(build(
@@ -708,6 +716,7 @@ async fn upload(
                     &mut l,
                     content_range.map(|(a, _)| a),
                     body.into_data_stream(),
+                    false,
                 )
                 .await?;
             }

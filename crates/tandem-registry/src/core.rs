@@ -383,7 +383,12 @@ impl Core {
             created_ms: now_ms(),
         };
         let id2 = id.clone();
-        self.write(move |w| Ok(w.put_upload(&id2, &rec)?)).await?;
+        let meta = self.meta.clone();
+        blocking(move || {
+            meta.write_lazy(|w| -> Result<(), ApiError> { Ok(w.put_upload(&id2, &rec)?) })
+                .map(|_| ())
+        })
+        .await?;
         Ok(id)
     }
 
@@ -407,12 +412,15 @@ impl Core {
     }
 
     /// Append a body to a session at `expected_start` (when the client said where).
+    /// `acknowledged_alone` is true for a PATCH, whose answer acknowledges the bytes by
+    /// themselves; false when the same request finishes the upload (which commits durably).
     pub async fn append<S, E>(
         &self,
         id: &str,
         live: &mut Live,
         expected_start: Option<u64>,
         body: S,
+        acknowledged_alone: bool,
     ) -> Result<u64, ApiError>
     where
         S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
@@ -447,7 +455,19 @@ impl Core {
             .await;
         self.metrics.uploads_in_progress.dec();
         self.metrics.bytes_in.inc_by(live.offset - before);
-        r.map_err(body_error)
+        let offset = r.map_err(body_error)?;
+        if acknowledged_alone && !live.durable {
+            // The session record was committed lazily; make it durable before this chunk is
+            // acknowledged, so an acknowledged chunk always belongs to a known session.
+            let meta = self.meta.clone();
+            blocking(move || {
+                meta.write(|_| -> Result<(), ApiError> { Ok(()) })
+                    .map(|_| ())
+            })
+            .await?;
+            live.durable = true;
+        }
+        Ok(offset)
     }
 
     /// Finish a session: verify the digest, place the content, link it into the repository.

@@ -309,7 +309,29 @@ impl Meta {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<T, E>,
     ) -> Result<(T, Vec<Change>), E> {
-        let txn = self.db.begin_write().map_err(MetaError::from)?;
+        self.write_with(true, f)
+    }
+
+    /// A write that is not fsynced on its own: it becomes durable with the next durable
+    /// commit. For state whose loss in a crash is harmless (a new, still empty upload session:
+    /// the client is told the session is unknown and starts another).
+    pub fn write_lazy<T, E: From<MetaError>>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T, E>,
+    ) -> Result<(T, Vec<Change>), E> {
+        self.write_with(false, f)
+    }
+
+    fn write_with<T, E: From<MetaError>>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T, E>,
+    ) -> Result<(T, Vec<Change>), E> {
+        let mut txn = self.db.begin_write().map_err(MetaError::from)?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| MetaError::Db(e.into()))?;
+        }
         let (out, changes) = {
             let mut w = Writer {
                 meta: self,

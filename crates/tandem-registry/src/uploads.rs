@@ -23,6 +23,8 @@ pub struct Live {
     pub offset: u64,
     /// sha256 of the staged bytes; `None` after a restart (recomputed at the end).
     pub hasher: Option<Hasher>,
+    /// Whether the session record is known to be durable (it is created with a lazy commit).
+    pub durable: bool,
 }
 
 /// Why an append failed.
@@ -78,6 +80,7 @@ impl Uploads {
                 repo: repo.to_string(),
                 offset: 0,
                 hasher: Some(Hasher::new(Algorithm::Sha256)),
+                durable: false,
             },
         );
         Ok(())
@@ -104,6 +107,7 @@ impl Uploads {
                 repo: repo.to_string(),
                 offset: len,
                 hasher: (len == 0).then(|| Hasher::new(Algorithm::Sha256)),
+                durable: true,
             },
         ))
     }

@@ -856,6 +856,17 @@ async fn deletes_disabled_and_too_many_requests() {
             .await
     });
     tx.send(Ok(vec![1u8; 10])).await.expect("send");
+    // Wait until the first body is being streamed (it holds the only upload slot).
+    common::eventually(std::time::Duration::from_secs(10), || {
+        let c = c.clone();
+        async move {
+            let m = c.get("/metrics").await.text().await.ok()?;
+            m.contains("tandem_registry_uploads_in_progress 1")
+                .then_some(())
+        }
+    })
+    .await
+    .expect("first upload streaming");
     let r = c
         .req(Method::POST, "/v2/conf/other/blobs/uploads/")
         .send()
