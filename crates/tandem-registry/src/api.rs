@@ -1,6 +1,6 @@
 //! The HTTP API: the OCI distribution endpoints under `/v2/`, the token endpoint, and the
 //! replication and status endpoints under `/_tandem/registry/v1/`. A request's life is written
-//! in order in [`v2`]: route, validate the name, authenticate, authorize, handle, record.
+//! in order in `v2` (and `handle`): route, validate the name, authenticate, authorize, handle, record.
 
 use std::collections::HashMap;
 use std::sync::Arc;

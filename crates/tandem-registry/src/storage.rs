@@ -24,7 +24,7 @@ use crate::oci::Digest;
 use crate::oci::range::ByteRange;
 
 /// Read chunk size for local files.
-const READ_CHUNK: usize = 512 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 /// Part size of multipart uploads to cloud stores.
 const PART_SIZE: usize = 16 * 1024 * 1024;
 
@@ -294,7 +294,7 @@ fn place_local(staged: &Path, target: &Path) -> Result<(), StorageError> {
 /// Stream `start..end` of a file in large chunks read on the blocking pool, with one chunk
 /// read ahead so disk and network overlap.
 fn file_stream(file: std::fs::File, path: PathBuf, start: u64, end: u64) -> ByteStream {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(3);
     tokio::task::spawn_blocking(move || {
         let mut file = file;
         if let Err(e) = file.seek(SeekFrom::Start(start)) {
@@ -304,13 +304,21 @@ fn file_stream(file: std::fs::File, path: PathBuf, start: u64, end: u64) -> Byte
         let mut remaining = end.saturating_sub(start);
         while remaining > 0 {
             let want = remaining.min(READ_CHUNK as u64) as usize;
-            let mut buf = vec![0u8; want];
-            match file.read_exact(&mut buf) {
-                Ok(()) => {
+            // read_to_end fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(want);
+            match (&mut file).take(want as u64).read_to_end(&mut buf) {
+                Ok(n) if n == want => {
                     remaining -= want as u64;
                     if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return; // client went away
                     }
+                }
+                Ok(n) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{}: short read ({n} of {want} bytes)", path.display()),
+                    )));
+                    return;
                 }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(std::io::Error::new(
