@@ -156,7 +156,10 @@ pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
         .registry
         .as_ref()
         .map(|r| registry::validate(&mut ctx, r));
-    let volume = raw.volume.as_ref().map(|v| volume::validate(&mut ctx, v));
+    let volume = raw
+        .volume
+        .as_ref()
+        .map(|v| volume::validate(&mut ctx, v, &regions));
     let lab = raw.lab.as_ref().map(|l| lab::validate(&mut ctx, l));
 
     if !ctx.problems.is_empty() {

@@ -6,6 +6,7 @@ mod lab;
 mod registry;
 mod status;
 mod up;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ pub(crate) enum Command {
     Dns(dns::Args),
     /// Validate a config file and report every problem with its line and key.
     Check(check::Args),
+    /// Volume replication: replicate, keep standbys, restore, activate, reverse.
+    Volume(volume::Args),
     /// Show regions, endpoints, health and traffic of a running Tandem.
     Status(status::Args),
     /// Fail and restore regions of a running lab.
@@ -60,6 +63,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(a) => up::run(a),
         Command::Dns(a) => dns::run(a),
         Command::Check(a) => check::run(a),
+        Command::Volume(a) => volume::run(a),
         Command::Status(a) => status::run(a),
         Command::Lab(a) => lab::run(a),
         Command::Registry(a) => registry::run(a),
