@@ -13,6 +13,7 @@
 
 mod app;
 mod edge;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,6 +90,9 @@ pub enum LabError {
     /// The admin API could not bind.
     #[error(transparent)]
     Admin(#[from] tandem_admin::AdminError),
+    /// A registry replica could not start.
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// Region state in the lab.
@@ -181,6 +185,10 @@ pub struct Lab {
     pub dns_addrs: Vec<std::net::SocketAddr>,
     /// The DNS server (for reloads).
     pub dns: Option<DnsServer>,
+    /// The registry's push credentials (`lab`, random password), when the lab runs one.
+    pub registry_creds: Option<(String, String)>,
+    /// Registry replica URLs by region.
+    pub registry_urls: Vec<(String, String)>,
     tracker: TaskTracker,
 }
 
@@ -235,6 +243,27 @@ impl Lab {
         }
         for e in &edges {
             services.push(e.clone());
+        }
+        let mut registry_creds = None;
+        let mut registry_urls = Vec::new();
+        if let Some(reg) = &cfg.registry {
+            let (model, password) = registry::lab_model(reg, &dir).map_err(LabError::Registry)?;
+            let model = Arc::new(model);
+            let mut handles = Vec::new();
+            for r in &model.replicas {
+                let svc =
+                    registry::RegistryService::start(model.clone(), &r.region, shutdown.clone())
+                        .await
+                        .map_err(LabError::Registry)?;
+                svc.with_handle(|h| h.register_metrics(&mut registry)).await;
+                registry_urls.push((r.region.clone(), r.url.clone()));
+                handles.push(svc.clone());
+                services.push(svc);
+            }
+            components.push(Arc::new(registry::LabRegistryComponent {
+                services: handles,
+            }));
+            registry_creds = Some((registry::LAB_USER.to_string(), password));
         }
         let mut dns_addrs = Vec::new();
         let mut dns_server = None;
@@ -292,6 +321,8 @@ impl Lab {
             admin_addr,
             dns_addrs,
             dns: dns_server,
+            registry_creds,
+            registry_urls,
             tracker,
         })
     }

@@ -4,6 +4,7 @@ mod check;
 mod dns;
 mod edge;
 mod lab;
+mod registry;
 mod status;
 mod up;
 mod volume;
@@ -50,6 +51,8 @@ pub(crate) enum Command {
     Edge(edge::Args),
     /// Check WAF policies, evaluate a request, run the CRS regression corpus.
     Waf(waf::Args),
+    /// Run one region's replica of the geo-replicated OCI registry.
+    Registry(registry::Args),
     /// Volume replication: replicate, keep standbys, restore, activate, reverse.
     Volume(volume::Args),
 }
@@ -77,6 +80,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run(a),
         Command::Lab(a) => lab::run(a),
         Command::Waf(a) => waf::run(a),
+        Command::Registry(a) => registry::run(a),
     }
 }
 

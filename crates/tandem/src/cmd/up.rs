@@ -80,6 +80,9 @@ async fn print_banner(cfg: &tandem_config::Config, lab: &Lab) {
         "  lab CA certificate   {}\n",
         lab.ca_cert.display()
     ));
+    if let Some((user, password)) = &lab.registry_creds {
+        out.push_str(&format!("  registry push       creds: {user}:{password}\n"));
+    }
     for r in lab.regions().await {
         for (what, addr) in &r.serves {
             out.push_str(&format!("  {:<8} {:<11} {addr}\n", r.region, what));
@@ -128,6 +131,24 @@ async fn print_banner(cfg: &tandem_config::Config, lab: &Lab) {
             "  dig @{ip} -p {port} {name} +short        # within a second: its pair answers\n"
         ));
         out.push_str(&format!("  tandem lab restore {first}\n"));
+    }
+    if let (Some((user, password)), Some((r0, u0)), Some((r1, u1))) = (
+        &lab.registry_creds,
+        lab.registry_urls.first(),
+        lab.registry_urls.get(1),
+    ) {
+        let h0 = u0
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let h1 = u1
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        out.push_str(&format!(
+            "  skopeo copy --dest-tls-verify=false --dest-creds {user}:{password} oci:DIR:v1 docker://{h0}/demo/app:v1   # push to {r0}\n"
+        ));
+        out.push_str(&format!(
+            "  skopeo inspect --tls-verify=false docker://{h1}/demo/app:v1                # pull from {r1} (anonymous)\n"
+        ));
     }
     out.push_str("  tandem status                              # regions, endpoints, health, traffic shares\n");
     out.push_str("\nCtrl-C stops the lab.\n");
