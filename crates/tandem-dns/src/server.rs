@@ -495,13 +495,44 @@ fn udp_worker(inner: &Inner, sock: &UdpSocket, stop: &AtomicBool) {
             }
         }
         drop(routing);
-        // Answers go out one `sendto` each: nix's `sendmmsg` result can only be read by
-        // iterating it, which reads address slots it never initialised for sends.
-        for (out, dest) in outs[..n].iter().zip(&dests[..n]) {
-            if let Some(dest) = dest.as_ref().and_then(to_std)
-                && let Err(e) = sock.send_to(out, dest)
-            {
-                tracing::debug!(error = %e, %dest, "udp send failed");
+        send_batch(sock, &outs[..n], &dests[..n]);
+    }
+}
+
+/// Send answers with `sendmmsg` (rustix's safe wrapper; nix's cannot report how many were
+/// sent without reading memory it never initialised). A destination that fails is skipped so
+/// it cannot cost the rest of the batch.
+fn send_batch(
+    sock: &UdpSocket,
+    outs: &[Vec<u8>],
+    dests: &[Option<nix::sys::socket::SockaddrStorage>],
+) {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny, sendmmsg};
+    use std::io::IoSlice;
+
+    let addrs: Vec<Option<SocketAddrAny>> = dests
+        .iter()
+        .map(|d| d.as_ref().and_then(to_std).map(SocketAddrAny::from))
+        .collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = outs.iter().map(|o| [IoSlice::new(o)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = (0..outs.len())
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = Vec::with_capacity(outs.len());
+    for ((addr, iov), control) in addrs.iter().zip(&iovs).zip(controls.iter_mut()) {
+        if let Some(addr) = addr {
+            msgs.push(MMsgHdr::new_with_addr(addr, iov, control));
+        }
+    }
+    let mut sent = 0;
+    while sent < msgs.len() {
+        match sendmmsg(sock, &mut msgs[sent..], SendFlags::empty()) {
+            Ok(0) => break,
+            Ok(k) => sent += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "udp send failed");
+                sent += 1;
             }
         }
     }

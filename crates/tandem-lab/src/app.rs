@@ -25,16 +25,23 @@ use crate::RegionService;
 pub struct DemoApp {
     region: String,
     addr: SocketAddr,
+    visits: Option<Arc<std::path::PathBuf>>,
     served: Arc<AtomicU64>,
     running: Mutex<Option<(CancellationToken, TaskTracker)>>,
 }
 
 impl DemoApp {
-    /// Bind and start serving.
-    pub async fn start(region: &str, addr: SocketAddr) -> std::io::Result<Arc<DemoApp>> {
+    /// Bind and start serving. With `visits`, every request served (but health checks) is
+    /// appended to that file: data that changes, for volume replication to carry.
+    pub async fn start(
+        region: &str,
+        addr: SocketAddr,
+        visits: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Arc<DemoApp>> {
         let app = Arc::new(DemoApp {
             region: region.to_string(),
             addr,
+            visits: visits.map(Arc::new),
             served: Arc::new(AtomicU64::new(0)),
             running: Mutex::new(None),
         });
@@ -69,6 +76,7 @@ impl DemoApp {
         let tracker = TaskTracker::new();
         let region = self.region.clone();
         let served = self.served.clone();
+        let visits = self.visits.clone();
         let (t, tr) = (token.clone(), tracker.clone());
         let local = self.addr;
         tracker.spawn(async move {
@@ -79,12 +87,21 @@ impl DemoApp {
                 };
                 let region = region.clone();
                 let served = served.clone();
+                let visits = visits.clone();
                 let t2 = t.clone();
                 tr.spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let region = region.clone();
                         let served = served.clone();
-                        async move { Ok::<_, Infallible>(respond(&req, &region, local, &served)) }
+                        let visits = visits.clone();
+                        async move {
+                            if let Some(file) = visits.as_deref()
+                                && req.uri().path() != "/health"
+                            {
+                                record_visit(file, &region, req.uri().path()).await;
+                            }
+                            Ok::<_, Infallible>(respond(&req, &region, local, &served))
+                        }
                     });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -106,6 +123,25 @@ impl DemoApp {
             tracker.close();
             tracker.wait().await;
         }
+    }
+}
+
+async fn record_visit(file: &std::path::Path, region: &str, path: &str) {
+    use tokio::io::AsyncWriteExt;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let line = format!("{ms} {region} {path}\n");
+    let r = async {
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .await?;
+        f.write_all(line.as_bytes()).await
+    };
+    if let Err(e) = r.await {
+        tracing::debug!(file = %file.display(), error = %e, "demo app could not record a visit");
     }
 }
 

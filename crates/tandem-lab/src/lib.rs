@@ -14,6 +14,7 @@
 mod app;
 mod edge;
 pub mod registry;
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,6 +94,9 @@ pub enum LabError {
     /// A registry replica could not start.
     #[error("{0}")]
     Registry(String),
+    /// A lab volume could not be set up.
+    #[error("lab volume: {0}")]
+    Volume(String),
 }
 
 /// Region state in the lab.
@@ -225,7 +229,7 @@ impl Lab {
         let mut registry = Registry::default();
         let mut services: Vec<Arc<dyn RegionService>> = Vec::new();
         for a in &lab.apps {
-            let app = DemoApp::start(&a.region, a.listen)
+            let app = DemoApp::start(&a.region, a.listen, volume::visits_file(cfg, &a.region))
                 .await
                 .map_err(|source| LabError::App {
                     region: a.region.clone(),
@@ -264,6 +268,14 @@ impl Lab {
                 services: handles,
             }));
             registry_creds = Some((registry::LAB_USER.to_string(), password));
+        }
+        let (volumes, volume_status) = volume::start(cfg, &shutdown, &tracker).await?;
+        if let Some(status) = volume_status {
+            status.register(&mut registry);
+            components.push(Arc::new(tandem_volume::admin::VolumeComponent(status)));
+        }
+        for v in volumes {
+            services.push(v);
         }
         let mut dns_addrs = Vec::new();
         let mut dns_server = None;
