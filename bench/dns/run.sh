@@ -2,10 +2,13 @@
 # DNS benchmark: Tandem's traffic manager against Knot DNS, NSD and PowerDNS (with LUA
 # `ifurlup` health-checked records), same machine, same zone, same query file, one run.
 #
-#   bench/dns/run.sh [SECONDS_PER_SERVER]      (default 10)
+#   bench/dns/run.sh [SECONDS_PER_RUN]      (default 10; ROUNDS=3 rounds, median reported)
 #
-# Prints queries per second side by side with ratios to Tandem, then failover time (an
-# endpoint's health check target dies -> first answer without it) for Tandem and PowerDNS.
+# Every server gets one worker and is pinned to CPU 1; dnsperf is pinned to CPU 0, so the
+# figure is queries per second per core. Also reports the server's CPU time per answered query
+# (user + system, from /proc), which is steadier than throughput on a shared machine. Then
+# failover time (an endpoint's health-check target dies -> first answer without it) for Tandem
+# and PowerDNS, over several trials.
 # Needs root to install peers from Debian if they are missing. Loopback only.
 set -euo pipefail
 
@@ -84,7 +87,7 @@ tolerated_failures = 1
 recover_after = 2
 [dns]
 listen = ["127.0.0.1:$P_TANDEM"]
-workers = 2
+workers = 1
 [dns.zones."$ZONE"]
 ns = ["ns1.$ZONE"]
 ttl = "300s"
@@ -112,7 +115,7 @@ mkdir -p "$WORK/knot"
 cat > "$WORK/knot.conf" <<CFG
 server:
     listen: 127.0.0.1@$P_KNOT
-    udp-workers: 2
+    udp-workers: 1
     tcp-workers: 1
     background-workers: 1
     rundir: "$WORK/knot"
@@ -131,7 +134,7 @@ CFG
 cat > "$WORK/nsd.conf" <<CFG
 server:
     ip-address: 127.0.0.1@$P_NSD
-    server-count: 2
+    server-count: 1
     username: ""
     zonesdir: "$WORK"
     database: ""
@@ -159,7 +162,8 @@ local-address=127.0.0.1
 local-port=$P_PDNS
 enable-lua-records=yes
 lua-health-checks-interval=1
-receiver-threads=2
+receiver-threads=1
+distributor-threads=1
 socket-dir=$WORK
 daemon=no
 guardian=no
@@ -169,10 +173,10 @@ setuid=
 setgid=
 CFG
 
-"$TANDEM" dns -c "$WORK/tandem.toml" --log warn > "$WORK/tandem.log" 2>&1 & PIDS+=($!)
-knotd -c "$WORK/knot.conf" > "$WORK/knot.log" 2>&1 & PIDS+=($!)
-nsd -d -c "$WORK/nsd.conf" > "$WORK/nsd.out" 2>&1 & PIDS+=($!)
-pdns_server --config-dir="$WORK" > "$WORK/pdns.log" 2>&1 & PIDS+=($!)
+taskset -c 1 "$TANDEM" dns -c "$WORK/tandem.toml" --log warn > "$WORK/tandem.log" 2>&1 & PID_tandem=$!; PIDS+=($!)
+taskset -c 1 knotd -c "$WORK/knot.conf" > "$WORK/knot.log" 2>&1 & PID_knot=$!; PIDS+=($!)
+taskset -c 1 nsd -d -c "$WORK/nsd.conf" > "$WORK/nsd.out" 2>&1 & PID_nsd=$!; PIDS+=($!)
+taskset -c 1 pdns_server --config-dir="$WORK" > "$WORK/pdns.log" 2>&1 & PID_pdns=$!; PIDS+=($!)
 
 wait_answer() { # port name expected
   for _ in $(seq 1 150); do
@@ -183,22 +187,46 @@ wait_answer() { # port name expected
 }
 for p in $P_TANDEM $P_KNOT $P_NSD $P_PDNS; do wait_answer "$p" "app.$ZONE" 127.0.1.10; done
 
-echo "== queries per second (dnsperf, ${DUR}s each, 1 client thread, 8 sockets; every server has 2 worker threads; same 2 cores)"
-declare -A QPS
-for s in tandem:$P_TANDEM knot:$P_KNOT nsd:$P_NSD pdns-lua:$P_PDNS; do
-  name=${s%%:*}; port=${s##*:}
-  out=$(dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$DUR" -c 8 -q 500 -T 1 2>&1)
-  qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
-  lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
-  QPS[$name]=$qps
-  printf "  %-10s %12s qps   lost %s\n" "$name" "$qps" "$lost"
+ROUNDS=${ROUNDS:-3}
+# CPU ticks (user + system) of a process and all its descendants.
+ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" 2>/dev/null); do
+    if [ -r "/proc/$p/stat" ]; then
+      total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+    fi
+  done
+  echo "$total"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+HZ=$(getconf CLK_TCK)
+echo "== queries per second per core (dnsperf on CPU 0, each server with one worker on CPU 1; ${ROUNDS} rounds of ${DUR}s, median)"
+declare -A QPS CPU
+for name in tandem knot nsd pdns-lua; do : > "$WORK/$name.qps"; : > "$WORK/$name.cpu"; done
+for round in $(seq 1 "$ROUNDS"); do
+  for s in tandem:$P_TANDEM:$PID_tandem knot:$P_KNOT:$PID_knot nsd:$P_NSD:$PID_nsd pdns-lua:$P_PDNS:$PID_pdns; do
+    IFS=: read -r name port pid <<< "$s"
+    before=$(ticks "$pid")
+    out=$(taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$DUR" -c 8 -q 500 -T 1 2>&1)
+    after=$(ticks "$pid")
+    qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
+    done_q=$(echo "$out" | awk '/Queries completed/ {print $3}')
+    echo "$qps" >> "$WORK/$name.qps"
+    awk -v t=$(( after - before )) -v hz="$HZ" -v q="$done_q" 'BEGIN { if (q > 0) printf "%.2f\n", t / hz * 1e6 / q }' >> "$WORK/$name.cpu"
+  done
+done
+printf "  %-10s %12s %18s\n" server "qps" "CPU us/query"
+for name in tandem knot nsd pdns-lua; do
+  QPS[$name]=$(median < "$WORK/$name.qps")
+  CPU[$name]=$(median < "$WORK/$name.cpu")
+  printf "  %-10s %12.0f %18s\n" "$name" "${QPS[$name]}" "${CPU[$name]}"
 done
 echo
-echo "== ratios (Tandem / peer; above 1.00 means Tandem is faster)"
+echo "== ratios (above 1.00 means Tandem is better)"
 for name in knot nsd pdns-lua; do
-  awk -v t="${QPS[tandem]}" -v p="${QPS[$name]}" -v n="$name" 'BEGIN { printf "  tandem / %-9s %.2f\n", n, t / p }'
+  awk -v t="${QPS[tandem]}" -v p="${QPS[$name]}" -v tc="${CPU[tandem]}" -v pc="${CPU[$name]}" -v n="$name" \
+    'BEGIN { printf "  vs %-9s qps %.2f   CPU per query %.2f\n", n, t / p, pc / tc }'
 done
-
 echo
 echo "== failover: kill the eastus health target, time until app.$ZONE answers westus"
 failover() { # port
@@ -212,13 +240,22 @@ failover() { # port
   end=$(date +%s%N)
   echo $(( (end - start) / 1000000 ))
 }
-T_FAIL=$(failover $P_TANDEM)
-EAST_PID=$(start_origin 127.0.1.10); PIDS+=("$EAST_PID")
-wait_answer $P_TANDEM "app.$ZONE" 127.0.1.10
-wait_answer $P_PDNS "app.$ZONE" 127.0.1.10
-P_FAIL=$(failover $P_PDNS)
-printf "  %-10s %6s ms   (probe every 200ms, down after 2 failures)\n" tandem "$T_FAIL"
-printf "  %-10s %6s ms   (ifurlup, lua-health-checks-interval=1s, its minimum; default packet cache)\n" pdns-lua "$P_FAIL"
+TRIALS=${TRIALS:-5}
+: > "$WORK/tandem.fail"; : > "$WORK/pdns.fail"
+for t in $(seq 1 "$TRIALS"); do
+  for s in tandem:$P_TANDEM pdns:$P_PDNS; do
+    name=${s%%:*}; port=${s##*:}
+    wait_answer "$port" "app.$ZONE" 127.0.1.10
+    sleep 0.$(( RANDOM % 10 ))   # a random phase against the health-check clock
+    failover "$port" >> "$WORK/$name.fail"
+    EAST_PID=$(start_origin 127.0.1.10); PIDS+=("$EAST_PID")
+  done
+done
+T_FAIL=$(median < "$WORK/tandem.fail")
+P_FAIL=$(median < "$WORK/pdns.fail")
+echo "  trials (ms): tandem $(tr '\n' ' ' < "$WORK/tandem.fail")| pdns $(tr '\n' ' ' < "$WORK/pdns.fail")"
+printf "  %-10s %6s ms median   (probe every 200ms, down after 2 failures)\n" tandem "$T_FAIL"
+printf "  %-10s %6s ms median   (ifurlup, lua-health-checks-interval=1s, its minimum; default packet cache)\n" pdns-lua "$P_FAIL"
 if [ "$T_FAIL" != timeout ] && [ "$P_FAIL" != timeout ]; then
   awk -v t="$T_FAIL" -v p="$P_FAIL" 'BEGIN { printf "  pdns / tandem failover time: %.1fx\n", p / t }'
 fi

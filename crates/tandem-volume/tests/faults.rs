@@ -63,9 +63,15 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_run_resumes() {
         .spawn()
         .expect("spawn agent");
     // Kill it once a few packs have landed, well before the snapshot can finish.
+    // Packs hold tens of MiB each, so the 192 MiB snapshot is only a handful of them: kill
+    // after the second, while the bandwidth limit keeps the rest in flight for seconds.
     wait_for("packs to be uploaded", Duration::from_secs(60), || {
-        pack_count(&repo_dir) >= 4
+        pack_count(&repo_dir) >= 2
     });
+    assert!(
+        child.try_wait().expect("agent status").is_none(),
+        "the agent finished before it could be killed mid-snapshot"
+    );
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let packs_before = pack_count(&repo_dir);
@@ -142,6 +148,8 @@ source = "{root}/eastus/data"
 repository = "{root}/westus/repo"
 password = "{PASSWORD}"
 concurrency = 2
+# Slow enough that the kill lands mid-snapshot on any machine: 192 MiB take ~8 s.
+bandwidth = "24MiB/s"
 "#,
         root = root.display()
     )
