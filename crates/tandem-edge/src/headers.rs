@@ -126,24 +126,26 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), FramingError> {
 
 /// The request's host without port, lower case: `:authority` (HTTP/2) or `Host`.
 pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
-    let raw = uri.authority().map(|a| a.host().to_string()).or_else(|| {
-        headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(strip_port)
-    })?;
-    let h = raw.trim_end_matches('.').to_ascii_lowercase();
-    if h.is_empty() { None } else { Some(h) }
+    let raw = match uri.authority() {
+        Some(a) => a.host(),
+        None => strip_port(headers.get(header::HOST)?.to_str().ok()?),
+    };
+    let h = raw.trim_end_matches('.');
+    if h.is_empty() {
+        None
+    } else {
+        Some(h.to_ascii_lowercase())
+    }
 }
 
-fn strip_port(h: &str) -> String {
+fn strip_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
         // [v6]:port
-        return rest.split(']').next().unwrap_or(rest).to_string();
+        return rest.split(']').next().unwrap_or(rest);
     }
     match h.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
-        _ => h.to_string(),
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
     }
 }
 

@@ -1445,3 +1445,53 @@ address = "{}"
     assert_eq!(g.origins[0].failures, 0, "{g:?}");
     edge.stop().await;
 }
+
+/// A returning TLS client resumes its session (TLS 1.3 and 1.2) instead of a full handshake.
+#[tokio::test]
+async fn tls_sessions_resume() {
+    let a = Origin::start("a").await;
+    let t = format!(
+        "[edge.routes.app]\ndomains = [\"app.example.com\"]\ngroup = \"g\"\n{}",
+        one_group("g", &[&a], "")
+    );
+    let edge = TestEdge::start(&t, APP).await;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(edge.pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("app.example.com").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            kinds.push(tls.get_ref().1.handshake_kind());
+            // Read an answer so that TLS 1.3 tickets (sent after the handshake) arrive.
+            tls.write_all(
+                b"GET /health HTTP/1.1\r\nhost: app.example.com\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+            assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{version:?}"
+        );
+    }
+    edge.stop().await;
+}
