@@ -1,48 +1,82 @@
 #!/usr/bin/env bash
-# Edge proxy benchmark: Tandem, nginx and HAProxy side by side, each proxying to the same
-# origin (an nginx that answers a fixed 64-byte body) on loopback, over plain HTTP/1.1, TLS
-# HTTP/1.1 (wrk) and TLS HTTP/2 (h2load), in one run. Prints requests per second, p50/p99
-# latency and the proxy's CPU time per request, with ratios against Tandem.
+# Edge proxy benchmark: Tandem, nginx, HAProxy (and the Pingora spike) side by side, each
+# proxying to the same origin (an nginx answering a fixed 64-byte body) on loopback, over
+# plain HTTP/1.1 and TLS HTTP/1.1 (wrk) and TLS HTTP/2 (h2load), in one run. Prints the median
+# over REPS repetitions of requests per second, p50/p99 latency and the proxy's CPU time per
+# request, with ratios against Tandem.
 #
-#   bench/edge/run.sh                 # 10s per case, 50 connections
-#   DURATION=20 CONNS=100 bench/edge/run.sh
-#   TANDEM_BIN=target/release/tandem bench/edge/run.sh   # skip the build
+#   bench/edge/run.sh                          # 3 repetitions × 5s per case
+#   REPS=5 DURATION=10 bench/edge/run.sh
+#   TANDEM_BIN=target/release/tandem bench/edge/run.sh     # skip the build
+#   PINGORA=0 bench/edge/run.sh                # without the Pingora spike
 #
-# Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), haproxy and openssl.
-# Every proxy gets one worker thread (THREADS=1) so CPU time per request compares like with
-# like on a small machine; wrk runs one thread. The origin also has one worker.
+# How it is made comparable on a small shared machine:
+# - every proxy gets one worker (THREADS=1: Tandem's `--threads 1`, nginx `worker_processes
+#   1`, HAProxy `nbthread 1`, Pingora `threads: 1`) and is pinned to PROXY_CPU (default 1);
+#   the load generator (wrk -t1, h2load -t1) and the origin are pinned to LOAD_CPU (default 0);
+# - each measurement is preceded by a WARMUP-second run on the same proxy;
+# - the proxies take turns within each repetition (the order rotates), and the table shows
+#   the median of REPS repetitions, with the CPU µs/request range across repetitions;
+# - CPU time per request (the proxy's user+system time over the run divided by the requests
+#   it served) is the figure to compare: it does not depend on how busy the other core is.
+#   Requests per second and latency do, so they swing with the machine's load.
+#
+# Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), haproxy, openssl,
+# util-linux (taskset); cmake and a Rust toolchain for the Pingora spike
+# (bench/edge/pingora-spike, built on first use, skipped with a note if it cannot be built).
 set -euo pipefail
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-2}
+REPS=${REPS:-3}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-1}
-H2_REQUESTS=${H2_REQUESTS:-100000}
 H2_STREAMS=${H2_STREAMS:-10}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+MODES=${MODES:-"plain tls h2"}
 BASE=${BASE_PORT:-18000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/tandem-edge-bench.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
+  # Pingora waits for a grace period on SIGTERM; the benchmark does not need one.
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  sleep 0.5
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-for t in wrk h2load nginx haproxy openssl; do
-  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y wrk nghttp2-client nginx-light haproxy openssl" >&2; exit 1; }
+for t in wrk h2load nginx haproxy openssl taskset; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y wrk nghttp2-client nginx-light haproxy openssl util-linux" >&2; exit 1; }
 done
+if (( $(nproc) < 2 )); then PROXY_CPU=0; LOAD_CPU=0; fi
+on_load() { taskset -c "$LOAD_CPU" "$@"; }
 
 ORIGIN=$((BASE + 0))
 T_HTTP=$((BASE + 1)); T_HTTPS=$((BASE + 2)); T_ADMIN=$((BASE + 3))
 N_HTTP=$((BASE + 11)); N_HTTPS=$((BASE + 12))
 H_HTTP=$((BASE + 21)); H_HTTPS=$((BASE + 22))
+P_HTTP=$((BASE + 31)); P_HTTPS=$((BASE + 32))
 
 if [[ -z "${TANDEM_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --release -p tandem >&2)
   TANDEM_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tandem"
 fi
+
+PROXIES="tandem nginx haproxy"
+PINGORA=${PINGORA:-1}
+if [[ "$PINGORA" == 1 && -z "${PINGORA_BIN:-}" ]]; then
+  PTARGET="${CARGO_TARGET_DIR:-$ROOT/target}/pingora-spike"
+  if (cd "$ROOT/bench/edge/pingora-spike" && CARGO_TARGET_DIR="$PTARGET" cargo build --release --locked >&2); then
+    PINGORA_BIN="$PTARGET/release/pingora-spike"
+  else
+    echo "note: the Pingora spike did not build (needs cmake); running without it" >&2
+    PINGORA=0
+  fi
+fi
+[[ "$PINGORA" == 1 ]] && PROXIES="$PROXIES pingora"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.tandem.test -addext subjectAltName=DNS:bench.tandem.test \
@@ -66,7 +100,7 @@ http {
   }
 }
 EOF
-nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
+taskset -c "$LOAD_CPU" nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
 
 # --- tandem ---------------------------------------------------------------------------------
 cat > "$WORK/tandem.toml" <<EOF
@@ -94,8 +128,8 @@ group = "origin"
 name = "origin"
 address = "127.0.0.1:$ORIGIN"
 EOF
-"$TANDEM_BIN" --log error edge -c "$WORK/tandem.toml" --region bench --threads "$THREADS" \
-  --admin "127.0.0.1:$T_ADMIN" --access-log off & TANDEM_PID=$!; PIDS+=($TANDEM_PID)
+taskset -c "$PROXY_CPU" "$TANDEM_BIN" --log error edge -c "$WORK/tandem.toml" --region bench --threads "$THREADS" \
+  --admin "127.0.0.1:$T_ADMIN" --access-log off & PID_tandem=$!; PIDS+=($PID_tandem)
 
 # --- nginx proxy ----------------------------------------------------------------------------
 mkdir -p "$WORK/nginx"
@@ -126,7 +160,7 @@ http {
   }
 }
 EOF
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & PID_nginx=$!; PIDS+=($PID_nginx)
 
 # --- haproxy --------------------------------------------------------------------------------
 cat > "$WORK/haproxy.cfg" <<EOF
@@ -151,21 +185,26 @@ frontend tls
 backend origin
   server o1 127.0.0.1:$ORIGIN
 EOF
-haproxy -db -f "$WORK/haproxy.cfg" & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" & PID_haproxy=$!; PIDS+=($PID_haproxy)
+
+# --- pingora spike --------------------------------------------------------------------------
+if [[ "$PINGORA" == 1 ]]; then
+  taskset -c "$PROXY_CPU" "$PINGORA_BIN" "127.0.0.1:$ORIGIN" "127.0.0.1:$P_HTTP" "127.0.0.1:$P_HTTPS" \
+    "$WORK/cert.pem" "$WORK/key.pem" "$THREADS" 2>"$WORK/pingora.log" & PID_pingora=$!; PIDS+=($PID_pingora)
+fi
 
 sleep 1.5
-for p in $ORIGIN $T_HTTP $T_HTTPS $N_HTTP $N_HTTPS $H_HTTP $H_HTTPS; do
+for p in $ORIGIN $T_HTTP $T_HTTPS $N_HTTP $N_HTTPS $H_HTTP $H_HTTPS $([[ "$PINGORA" == 1 ]] && echo "$P_HTTP $P_HTTPS"); do
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 
-# CPU ticks (utime+stime) of a process and its threads/children (nginx workers).
+# CPU ticks (utime+stime) of a process, its threads and its descendants (nginx workers).
+descendants() { local c; for c in $(pgrep -P "$1" 2>/dev/null || true); do echo "$c"; descendants "$c"; done; }
 cpu_ticks() {
   local total=0 pid
-  for pid in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
+  for pid in "$1" $(descendants "$1"); do
     [[ -r /proc/$pid/stat ]] || continue
-    local f; f=$(sed 's/^.*) //' /proc/$pid/stat)
-    set -- $f
-    total=$((total + ${12} + ${13}))
+    total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
   done
   echo $total
 }
@@ -176,67 +215,87 @@ to_ms() {
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000} else print v }'
 }
 
+url_of() { # proxy mode
+  local port
+  case "$1:$2" in
+    tandem:plain) port=$T_HTTP ;; tandem:*) port=$T_HTTPS ;;
+    nginx:plain) port=$N_HTTP ;; nginx:*) port=$N_HTTPS ;;
+    haproxy:plain) port=$H_HTTP ;; haproxy:*) port=$H_HTTPS ;;
+    pingora:plain) port=$P_HTTP ;; pingora:*) port=$P_HTTPS ;;
+  esac
+  if [[ "$2" == plain ]]; then echo "http://127.0.0.1:$port/"; else echo "https://127.0.0.1:$port/"; fi
+}
+
 RESULTS="$WORK/results"
 : > "$RESULTS"
-run_wrk() { # name mode url pid
-  local name=$1 mode=$2 url=$3 pid=$4
-  wrk -t1 -c10 -d1s -H "Host: bench.tandem.test" "$url" >/dev/null 2>&1 || true
-  local c0; c0=$(cpu_ticks "$pid")
-  local out; out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: bench.tandem.test" "$url" 2>&1)
-  local c1; c1=$(cpu_ticks "$pid")
-  local rps p50 p99 reqs errs
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
-  p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-  local cpu_us; cpu_us=$(awk -v a="$c0" -v b="$c1" -v n="$reqs" -v hz="$HZ" 'BEGIN{ if (n>0) printf "%.1f", (b-a)/hz*1e6/n; else print "nan" }')
-  echo "$mode $name $rps $p50 $p99 $cpu_us ${errs:-}" >> "$RESULTS"
-}
-run_h2() { # name url pid
-  local name=$1 url=$2 pid=$3
-  h2load -n 2000 -c 10 -m "$H2_STREAMS" "$url" >/dev/null 2>&1 || true
-  local c0; c0=$(cpu_ticks "$pid")
-  local out; out=$(h2load -n "$H2_REQUESTS" -c "$CONNS" -m "$H2_STREAMS" -t 1 "$url" 2>&1)
-  local c1; c1=$(cpu_ticks "$pid")
-  local rps mean ok
-  rps=$(awk '/^finished in/ {print $4}' <<<"$out")
-  mean=$(to_ms "$(awk '/^time for request:/ {print $6}' <<<"$out")")
-  ok=$(awk '/^requests:/ {print $8}' <<<"$out")
-  local cpu_us; cpu_us=$(awk -v a="$c0" -v b="$c1" -v n="$ok" -v hz="$HZ" 'BEGIN{ if (n>0) printf "%.1f", (b-a)/hz*1e6/n; else print "nan" }')
-  echo "h2-tls $name $rps $mean - $cpu_us" >> "$RESULTS"
+# measure rep mode proxy: one warm-up, one measured run; appends "mode proxy rps p50 p99 cpu".
+measure() {
+  local rep=$1 mode=$2 name=$3
+  local url; url=$(url_of "$name" "$mode")
+  local pidvar="PID_$name"; local pid=${!pidvar}
+  local out reqs rps p50 p99 c0 c1 errs=""
+  if [[ "$mode" == h2 ]]; then
+    on_load h2load -D "$WARMUP" -c "$CONNS" -m "$H2_STREAMS" -t 1 "$url" >/dev/null 2>&1 || true
+    c0=$(cpu_ticks "$pid")
+    out=$(on_load h2load -D "$DURATION" -c "$CONNS" -m "$H2_STREAMS" -t 1 --log-file="$WORK/h2.log" "$url" 2>&1)
+    c1=$(cpu_ticks "$pid")
+    reqs=$(awk '/^requests:/ {print $8}' <<<"$out")
+    rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+    read -r p50 p99 < <(awk -F'\t' '$2 < 400 {print $3}' "$WORK/h2.log" | sort -n |
+      awk '{a[NR]=$1} END { if (NR==0) print "nan nan"; else printf "%.2f %.2f\n", a[int(NR*0.5)+1]/1000, a[int(NR*0.99)+1]/1000 }')
+    local failed; failed=$(awk '/^requests:/ {print $10}' <<<"$out")
+    [[ "${failed:-0}" != 0 ]] && errs="failed=$failed"
+  else
+    on_load wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+    c0=$(cpu_ticks "$pid")
+    out=$(on_load wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: bench.tandem.test" "$url" 2>&1)
+    c1=$(cpu_ticks "$pid")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    errs=$(awk '/Non-2xx|Socket errors/ {printf "%s;", $0}' <<<"$out" | tr ' ' '_')
+  fi
+  local cpu_us; cpu_us=$(awk -v a="$c0" -v b="$c1" -v n="${reqs:-0}" -v hz="$HZ" 'BEGIN{ if (n>0) printf "%.2f", (b-a)/hz*1e6/n; else print "nan" }')
+  echo "$mode $name $rps $p50 $p99 $cpu_us $errs" >> "$RESULTS"
+  echo "  rep $rep $mode $name: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu_us µs/req $errs" >&2
 }
 
-echo "== edge proxy benchmark: ${DURATION}s per case, $CONNS connections, $THREADS proxy thread(s), $(nproc) cores ==" >&2
-for mode in plain tls; do
-  for name in tandem nginx haproxy; do
-    case "$name:$mode" in
-      tandem:plain) run_wrk tandem plain "http://127.0.0.1:$T_HTTP/" $TANDEM_PID ;;
-      tandem:tls) run_wrk tandem tls "https://127.0.0.1:$T_HTTPS/" $TANDEM_PID ;;
-      nginx:plain) run_wrk nginx plain "http://127.0.0.1:$N_HTTP/" $NGINX_PID ;;
-      nginx:tls) run_wrk nginx tls "https://127.0.0.1:$N_HTTPS/" $NGINX_PID ;;
-      haproxy:plain) run_wrk haproxy plain "http://127.0.0.1:$H_HTTP/" $HAPROXY_PID ;;
-      haproxy:tls) run_wrk haproxy tls "https://127.0.0.1:$H_HTTPS/" $HAPROXY_PID ;;
-    esac
+read -r -a plist <<<"$PROXIES"
+n=${#plist[@]}
+echo "== edge proxy benchmark: $REPS × ${DURATION}s per case (+${WARMUP}s warm-up), $CONNS connections, $THREADS proxy worker(s) on CPU $PROXY_CPU, load and origin on CPU $LOAD_CPU, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) ==" >&2
+for rep in $(seq "$REPS"); do
+  for mode in $MODES; do
+    for i in $(seq 0 $((n - 1))); do
+      measure "$rep" "$mode" "${plist[$(( (i + rep - 1) % n ))]}"
+    done
   done
 done
-run_h2 tandem "https://127.0.0.1:$T_HTTPS/" $TANDEM_PID
-run_h2 nginx "https://127.0.0.1:$N_HTTPS/" $NGINX_PID
-run_h2 haproxy "https://127.0.0.1:$H_HTTPS/" $HAPROXY_PID
 
-# TLS clients connect by IP (no SNI); all three serve the one certificate (Tandem answers
-# with its default certificate).
+# Medians per mode and proxy, then ratios against Tandem.
+median() { sort -g | awk '{a[NR]=$1} END { if (NR==0) print "nan"; else print a[int((NR+1)/2)] }'; }
+SUMMARY="$WORK/summary"
+: > "$SUMMARY"
+for mode in $MODES; do
+  for name in "${plist[@]}"; do
+    sel() { awk -v m="$mode" -v p="$name" -v c="$1" '$1==m && $2==p {print $c}' "$RESULTS"; }
+    cpu_range=$(sel 6 | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%s-%s", lo, hi}')
+    errs=$(sel 7 | sort -u | tr '\n' ' ')
+    echo "$mode $name $(sel 3 | median) $(sel 4 | median) $(sel 5 | median) $(sel 6 | median) $cpu_range ${errs:-}" >> "$SUMMARY"
+  done
+done
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 awk '
-  { mode[NR]=$1; name[NR]=$2; rps[NR]=$3; p50[NR]=$4; p99[NR]=$5; cpu[NR]=$6; extra[NR]="";
-    for (i=7;i<=NF;i++) extra[NR]=extra[NR] " " $i;
+  { mode[NR]=$1; name[NR]=$2; rps[NR]=$3; p50[NR]=$4; p99[NR]=$5; cpu[NR]=$6; range[NR]=$7; extra[NR]="";
+    for (i=8;i<=NF;i++) extra[NR]=extra[NR] " " $i;
     if ($2=="tandem") { trps[$1]=$3; tp99[$1]=$5; tcpu[$1]=$6 } }
   END {
-    printf "%-7s %-8s %10s %9s %9s %10s %9s %9s %9s\n", "mode", "proxy", "req/s", "p50 ms", "p99 ms", "cpu us/req", "rps/tdm", "p99/tdm", "cpu/tdm";
+    printf "%-6s %-8s %9s %7s %7s %8s %11s %8s %8s %8s\n", "mode", "proxy", "req/s", "p50 ms", "p99 ms", "µs/req", "µs range", "rps/tdm", "p99/tdm", "cpu/tdm";
     for (i=1;i<=NR;i++) {
       r = (trps[mode[i]]>0) ? rps[i]/trps[mode[i]] : 0;
-      q = (tp99[mode[i]]>0 && p99[i]!="-") ? sprintf("%.2f", p99[i]/tp99[mode[i]]) : "-";
+      q = (tp99[mode[i]]>0) ? p99[i]/tp99[mode[i]] : 0;
       c = (tcpu[mode[i]]>0) ? cpu[i]/tcpu[mode[i]] : 0;
-      printf "%-7s %-8s %10.0f %9s %9s %10s %9.2f %9s %9.2f%s\n", mode[i], name[i], rps[i], p50[i], p99[i], cpu[i], r, q, c, extra[i];
+      printf "%-6s %-8s %9.0f %7.2f %7.2f %8.2f %11s %8.2f %8.2f %8.2f%s\n", mode[i], name[i], rps[i], p50[i], p99[i], cpu[i], range[i], r, q, c, extra[i];
     }
-    print "(h2-tls: h2load reports the mean, shown as p50; ratios are the proxy over Tandem)"
-  }' "$RESULTS"
+    print "(medians of the repetitions; h2 is HTTP/2 over TLS with h2load, p50/p99 from its per-request log; ratios are the proxy over Tandem, CPU is the proxy process only)"
+  }' "$SUMMARY"

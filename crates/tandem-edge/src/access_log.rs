@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, TryRecvError, TrySendError, sync_channel};
 
 use serde::Serialize;
 
@@ -91,30 +91,40 @@ pub struct JsonLines {
 
 impl JsonLines {
     /// Start the writer thread; up to `queue` entries wait when the writer is slow.
-    pub fn new<W: Write + Send + 'static>(mut out: W, queue: usize) -> std::io::Result<Self> {
+    ///
+    /// The thread does not block on the queue: it wakes every [`JsonLines::TICK`], writes
+    /// what has arrived through a buffer and flushes. A request therefore only pushes its
+    /// entry (no system call to wake a sleeping writer, which would cost more than the
+    /// entry), and a busy edge writes its log in large blocks.
+    pub fn new<W: Write + Send + 'static>(out: W, queue: usize) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<AccessEntry>(queue.max(1));
         std::thread::Builder::new()
             .name("edge-access-log".into())
             .spawn(move || {
-                while let Ok(e) = rx.recv() {
-                    if serde_json::to_writer(&mut out, &e).is_err() || out.write_all(b"\n").is_err()
-                    {
-                        break;
-                    }
-                    // Flush when the queue is drained so a quiet edge still writes promptly.
-                    let mut more = false;
-                    while let Ok(e) = rx.try_recv() {
-                        more = true;
-                        if serde_json::to_writer(&mut out, &e).is_err()
-                            || out.write_all(b"\n").is_err()
-                        {
-                            return;
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+                loop {
+                    let mut wrote = false;
+                    loop {
+                        match rx.try_recv() {
+                            Ok(e) => {
+                                wrote = true;
+                                if serde_json::to_writer(&mut out, &e).is_err()
+                                    || out.write_all(b"\n").is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                let _ = out.flush();
+                                return;
+                            }
                         }
                     }
-                    let _ = more;
-                    if out.flush().is_err() {
-                        break;
+                    if wrote && out.flush().is_err() {
+                        return;
                     }
+                    std::thread::sleep(Self::TICK);
                 }
             })?;
         Ok(JsonLines {
@@ -122,6 +132,9 @@ impl JsonLines {
             dropped: Arc::new(AtomicU64::new(0)),
         })
     }
+
+    /// How often the writer thread looks for new entries.
+    pub const TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
     /// Entries dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {

@@ -139,6 +139,9 @@ pub struct OriginRt {
     pub token: String,
     /// Shared health.
     pub health: Arc<Health>,
+    /// Idle connections to this origin's address (shared by the origins with the same
+    /// address and kept across reloads).
+    pub pool: Arc<crate::client::OriginPool>,
 }
 
 /// Passive health and retry budget settings, and the origins.
@@ -232,6 +235,9 @@ impl GroupRt {
                         .and_then(|h| HeaderValue::from_str(h).ok()),
                     token: origin_token(&g.name, &o.name),
                     health: cell,
+                    pool: Arc::new(crate::client::OriginPool::new(crate::client::target(
+                        &o.address, o.tls,
+                    ))),
                 })
             })
             .collect();

@@ -198,39 +198,39 @@ struct ReplayState {
 /// The client's body, shared by the attempts at origins.
 #[derive(Clone)]
 pub struct ReplayBody {
-    state: Arc<Mutex<ReplayState>>,
+    /// `None` for an empty body (most requests): nothing to share or buffer.
+    state: Option<Arc<Mutex<ReplayState>>>,
     limit: usize,
     hint: SizeHint,
-    empty: bool,
 }
 
 impl ReplayBody {
     /// Share `inner`, keeping up to `limit` bytes for replays.
     pub fn new(inner: BoxBody, limit: usize) -> Self {
         let hint = inner.size_hint();
-        let empty = inner.is_end_stream();
-        ReplayBody {
-            state: Arc::new(Mutex::new(ReplayState {
+        let state = (!inner.is_end_stream()).then(|| {
+            Arc::new(Mutex::new(ReplayState {
                 inner: Some(inner),
                 frames: Vec::new(),
                 trailers: None,
                 buffered: 0,
                 overflow: false,
                 started: false,
-                done: empty,
+                done: false,
                 current: 0,
                 failed: false,
-            })),
-            limit,
-            hint,
-            empty,
-        }
+            }))
+        });
+        ReplayBody { state, limit, hint }
     }
 
     /// Whether another attempt can send the whole body again: it was never read, or all of
     /// what was read is still buffered.
     pub fn replayable(&self) -> bool {
-        match self.state.lock() {
+        let Some(state) = &self.state else {
+            return true;
+        };
+        match state.lock() {
             Ok(s) => !s.failed && (!s.started || !s.overflow),
             Err(_) => false,
         }
@@ -238,20 +238,26 @@ impl ReplayBody {
 
     /// Whether the body was never read by an attempt.
     pub fn untouched(&self) -> bool {
-        self.state.lock().map(|s| !s.started).unwrap_or(false)
+        let Some(state) = &self.state else {
+            return true;
+        };
+        state.lock().map(|s| !s.started).unwrap_or(false)
     }
 
     /// Whether reading the client's body failed (too large, client gone).
     pub fn client_failed(&self) -> bool {
-        self.state.lock().map(|s| s.failed).unwrap_or(false)
+        let Some(state) = &self.state else {
+            return false;
+        };
+        state.lock().map(|s| s.failed).unwrap_or(false)
     }
 
     /// A body for the next attempt. Earlier attempts' bodies stop reading.
     pub fn attempt(&self) -> BoxBody {
-        if self.empty {
+        let Some(state) = &self.state else {
             return empty();
-        }
-        let id = match self.state.lock() {
+        };
+        let id = match state.lock() {
             Ok(mut s) => {
                 s.current += 1;
                 s.current
@@ -259,7 +265,7 @@ impl ReplayBody {
             Err(_) => 0,
         };
         http_body_util::BodyExt::boxed_unsync(Attempt {
-            state: self.state.clone(),
+            state: state.clone(),
             id,
             pos: 0,
             limit: self.limit,

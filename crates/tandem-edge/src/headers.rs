@@ -18,10 +18,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n) || n == PROXY_CONNECTION
+}
+
 /// Remove hop-by-hop headers, including those named in `Connection`. When `keep_upgrade` is
 /// set (a WebSocket handshake being passed through), `Connection: upgrade` and `Upgrade`
 /// survive.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names instead of a lookup per name.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -41,7 +54,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(n);
     }
-    headers.remove("proxy-connection");
+    headers.remove(PROXY_CONNECTION);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -113,24 +126,26 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), FramingError> {
 
 /// The request's host without port, lower case: `:authority` (HTTP/2) or `Host`.
 pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
-    let raw = uri.authority().map(|a| a.host().to_string()).or_else(|| {
-        headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(strip_port)
-    })?;
-    let h = raw.trim_end_matches('.').to_ascii_lowercase();
-    if h.is_empty() { None } else { Some(h) }
+    let raw = match uri.authority() {
+        Some(a) => a.host(),
+        None => strip_port(headers.get(header::HOST)?.to_str().ok()?),
+    };
+    let h = raw.trim_end_matches('.');
+    if h.is_empty() {
+        None
+    } else {
+        Some(h.to_ascii_lowercase())
+    }
 }
 
-fn strip_port(h: &str) -> String {
+fn strip_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
         // [v6]:port
-        return rest.split(']').next().unwrap_or(rest).to_string();
+        return rest.split(']').next().unwrap_or(rest);
     }
     match h.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
-        _ => h.to_string(),
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
     }
 }
 
@@ -162,29 +177,29 @@ impl ClientNode {
 /// Append the client to `X-Forwarded-For` and `Forwarded`, and set `X-Forwarded-Proto` and
 /// `X-Forwarded-Host`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientNode, scheme: &str, host: &str) {
-    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => {
             let mut xff = String::with_capacity(prev.len() + 2 + client.ip.len());
             xff.push_str(prev);
             xff.push_str(", ");
             xff.push_str(client.ip.to_str().unwrap_or(""));
             if let Ok(v) = HeaderValue::from_str(&xff) {
-                headers.insert("x-forwarded-for", v);
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
         _ => {
-            headers.insert("x-forwarded-for", client.ip.clone());
+            headers.insert(X_FORWARDED_FOR, client.ip.clone());
         }
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
     let host_ok = host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
     if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(X_FORWARDED_HOST, v);
     }
     let prev = headers
         .get(header::FORWARDED)

@@ -163,6 +163,8 @@ pub(crate) struct Inner {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     health: Mutex<HealthMap>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// Origin connection pools by address, kept across reloads.
+    pools: Mutex<HashMap<client::Target, Arc<client::OriginPool>>>,
     pub(crate) client: OriginClient,
     pub(crate) resolver: Arc<SniResolver>,
     pub(crate) ids: headers::RequestIds,
@@ -233,8 +235,7 @@ impl Edge {
         let specs = cert_specs(cfg, &opts.extra_certificates);
         let store = CertStore::load(&specs)?;
         let resolver = Arc::new(SniResolver::new(store, specs));
-        let connector = client::connector(cfg)?;
-        let client = client::client(cfg, connector.clone());
+        let client = client::client(cfg)?;
         let metrics = Metrics::default();
         metrics.register(registry);
         let probe_metrics = ProbeMetrics::register(registry);
@@ -244,6 +245,7 @@ impl Edge {
             snapshot: ArcSwap::from_pointee(Snapshot::placeholder()),
             health: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
             client,
             resolver,
             ids: headers::RequestIds::default(),
@@ -288,7 +290,16 @@ impl Edge {
                     Arc::new(RetryBudget::new(g.retry_ratio, g.min_retries_per_second))
                 })
                 .clone();
-            let rt = GroupRt::new(g, Some(&inner.region), &mut health, budget);
+            let mut rt = GroupRt::new(g, Some(&inner.region), &mut health, budget);
+            let mut pools = inner
+                .pools
+                .lock()
+                .map_err(|_| EdgeError::Monitor("<pool lock poisoned>".into()))?;
+            for o in &mut rt.origins {
+                let key = client::target(&o.cfg.address, o.cfg.tls);
+                o.pool = pools.entry(key).or_insert_with(|| o.pool.clone()).clone();
+            }
+            drop(pools);
             group_metrics.push(GroupMetrics {
                 retries: inner.metrics.retries(&g.name),
                 no_origin: inner.metrics.no_origin(&g.name),
@@ -414,6 +425,7 @@ impl Edge {
                         r = changed.changed() => if r.is_err() { return },
                     }
                     inner.refresh_gauges();
+                    inner.evict_idle();
                 }
             });
         }
@@ -538,6 +550,18 @@ impl Edge {
 }
 
 impl Inner {
+    /// Close origin connections idle for longer than `timeouts.pool_idle`.
+    fn evict_idle(&self) {
+        let max_idle = self.snapshot.load().cfg.timeouts.pool_idle;
+        if let Ok(mut pools) = self.pools.lock() {
+            // A pool no origin of the current config uses goes once it is empty.
+            pools.retain(|_, p| Arc::strong_count(p) > 1 || p.idle_len() > 0);
+            for p in pools.values() {
+                p.evict(max_idle);
+            }
+        }
+    }
+
     fn refresh_gauges(&self) {
         let snap = self.snapshot.load();
         let now = self.clock.now_ms();

@@ -23,6 +23,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -31,6 +32,7 @@ use tandem_config::edge::HttpMode;
 use crate::access_log::{AccessEntry, rfc3339};
 use crate::balance::NoOrigin;
 use crate::body::{self, BoxBody, Idle, Limited, OnEnd, Prefixed, ReplayBody, TooLarge};
+use crate::client::{Lease, OriginError, PooledBody};
 use crate::error::{ProxyError, ProxyErrorKind, Source};
 use crate::headers;
 use crate::inspect::{RequestHead, Transaction, Verdict};
@@ -71,7 +73,6 @@ pub struct ConnInfo {
 /// What the log phase needs, filled in as the request goes.
 struct Ctx {
     start: Instant,
-    time: SystemTime,
     request_id: HeaderValue,
     info: ConnInfo,
     method: Method,
@@ -97,7 +98,6 @@ pub(crate) async fn handle(
     let snap = inner.snapshot.load_full();
     let mut ctx = Ctx {
         start: Instant::now(),
-        time: SystemTime::now(),
         request_id: inner.ids.next(),
         info,
         method: req.method().clone(),
@@ -165,8 +165,7 @@ async fn proxy(
     }
 
     // 2. route
-    let path = req.uri().path().to_string();
-    let Some(ri) = snap.table.find(&ctx.host, &path, req.method()) else {
+    let Some(ri) = snap.table.find(&ctx.host, req.uri().path(), req.method()) else {
         return Err((StatusCode::NOT_FOUND, "no route for this host and path"));
     };
     ctx.route = Some(ri);
@@ -195,11 +194,13 @@ async fn proxy(
     }
 
     // 3. rules
-    let mut query = req.uri().query().map(str::to_string);
-    let mut path = path;
+    // Without rules the origin gets the client's path and query as they are (no copy).
+    let mut rewritten_pq: Option<String> = None;
     let outcome = if snap.rules.is_empty() {
         RuleOutcome::default()
     } else {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().map(str::to_string);
         let mut rr = RuleRequest {
             host: &ctx.host,
             path,
@@ -210,8 +211,10 @@ async fn proxy(
             scheme: ctx.info.scheme.as_str(),
         };
         let out = snap.rules.apply(&mut rr);
-        path = rr.path;
-        query = rr.query;
+        rewritten_pq = Some(match rr.query {
+            Some(q) => format!("{}?{q}", rr.path),
+            None => rr.path,
+        });
         out
     };
     ctx.rules = outcome.matched.clone();
@@ -298,9 +301,14 @@ async fn proxy(
     parts
         .headers
         .insert(snap.request_id_header.clone(), ctx.request_id.clone());
-    let path_and_query = match &query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
+    let path_and_query = match rewritten_pq {
+        Some(pq) => PathAndQuery::from_maybe_shared(Bytes::from(pq))
+            .map_err(|_| (StatusCode::BAD_REQUEST, "request path is not valid"))?,
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
     let affinity_cookie = group
         .affinity
@@ -317,7 +325,7 @@ async fn proxy(
     let max_attempts = group.retries as usize + 1;
     group.budget.deposit();
     let mut last_error: Option<ProxyError> = None;
-    let mut last_response: Option<Response<Incoming>> = None;
+    let mut last_response: Option<(Response<Incoming>, Option<Lease>)> = None;
     loop {
         let now = inner.clock.now_ms();
         let pick = if tried.is_empty()
@@ -349,12 +357,8 @@ async fn proxy(
         let origin = &group.origins[oi];
         let om = &gm.origins[oi];
 
-        let uri = Uri::builder()
-            .scheme(origin.scheme.clone())
-            .authority(origin.authority.clone())
-            .path_and_query(path_and_query.as_str())
-            .build()
-            .map_err(|_| (StatusCode::BAD_REQUEST, "request path is not valid"))?;
+        // Origin-form: the connection already says which origin.
+        let uri = Uri::from(path_and_query.clone());
         let mut up = Request::new(replay.attempt());
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
@@ -378,12 +382,17 @@ async fn proxy(
         origin.health.requests.fetch_add(1, Ordering::Relaxed);
         origin.health.in_flight.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
-        let result =
-            tokio::time::timeout(snap.cfg.timeouts.first_byte, inner.client.request(up)).await;
+        let result = tokio::time::timeout(
+            snap.cfg.timeouts.first_byte,
+            inner
+                .client
+                .send(&origin.pool, up, client_upgrade.is_some(), &inner.tracker),
+        )
+        .await;
         origin.health.in_flight.fetch_sub(1, Ordering::Relaxed);
         let now = inner.clock.now_ms();
         let err = match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, lease))) => {
                 ctx.origin_latency = Some(sent_at.elapsed().as_secs_f64() * 1000.0);
                 let status = resp.status().as_u16();
                 let failed = status >= 500 && status != 501 && status != 505;
@@ -400,7 +409,7 @@ async fn proxy(
                     && tried.len() < max_attempts
                     && group.budget.withdraw(now)
                 {
-                    last_response = Some(resp);
+                    last_response = Some((resp, lease));
                     last_error = None;
                     continue;
                 }
@@ -409,6 +418,7 @@ async fn proxy(
                     snap,
                     ctx,
                     resp,
+                    lease,
                     &outcome,
                     txn,
                     client_upgrade,
@@ -458,12 +468,13 @@ async fn proxy(
         }
     }
     // Every attempt failed: pass the last 5xx on, or answer for the origin.
-    if let Some(resp) = last_response {
+    if let Some((resp, lease)) = last_response {
         return Ok(respond(
             inner,
             snap,
             ctx,
             resp,
+            lease,
             &outcome,
             txn,
             client_upgrade,
@@ -492,7 +503,7 @@ fn upgrade_sent(client_upgrade: &Option<hyper::upgrade::OnUpgrade>, err: &ProxyE
     client_upgrade.is_some() && !err.never_sent()
 }
 
-fn classify(e: &hyper_util::client::legacy::Error, replay: &ReplayBody) -> ProxyError {
+fn classify(e: &OriginError, replay: &ReplayBody) -> ProxyError {
     // Walk the source chain for a body-limit error from our side.
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
@@ -541,6 +552,7 @@ fn respond(
     snap: &Snapshot,
     ctx: &mut Ctx,
     mut resp: Response<Incoming>,
+    lease: Option<Lease>,
     outcome: &RuleOutcome,
     mut txn: Option<Box<dyn Transaction>>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -588,7 +600,7 @@ fn respond(
     let body: BoxBody = if switching {
         body::empty()
     } else {
-        Idle::new(origin_body, snap.cfg.timeouts.idle).boxed_unsync()
+        Idle::new(PooledBody::new(origin_body, lease), snap.cfg.timeouts.idle).boxed_unsync()
     };
     Response::from_parts(parts, body)
 }
@@ -633,7 +645,8 @@ fn finish(
     let snap = snap.clone();
     let (parts, body) = resp.into_parts();
     let body = OnEnd::new(body, move |bytes, complete| {
-        let secs = ctx.start.elapsed().as_secs_f64();
+        let elapsed = ctx.start.elapsed();
+        let secs = elapsed.as_secs_f64();
         if let Some(m) = &route_metrics {
             m.observe(status, secs);
         }
@@ -641,7 +654,9 @@ fn finish(
             let route = ctx.route.map(|r| &snap.routes[r]);
             let group = ctx.group.map(|g| &snap.groups[g]);
             log.log(AccessEntry {
-                time: rfc3339(ctx.time),
+                // The arrival time, from one clock read at the end instead of one per
+                // request whether or not it is logged.
+                time: rfc3339(SystemTime::now() - elapsed),
                 request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
                 client: ctx.info.client.to_string(),
                 scheme: ctx.info.scheme.as_str(),

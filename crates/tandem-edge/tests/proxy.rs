@@ -1319,3 +1319,179 @@ async fn the_waf_phase_sees_headers_and_bodies_of_waf_routes_only() {
     assert_eq!(r.status(), 200);
     edge.stop().await;
 }
+
+/// A raw HTTP/1.1 origin that counts its connections and, when `close_idle` is set, closes
+/// every connection right after answering (without saying so), as an origin whose keep-alive
+/// timeout expires does.
+struct CountingOrigin {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+async fn counting_origin(close_idle: bool) -> CountingOrigin {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let (conns, reqs) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            conns.fetch_add(1, Ordering::Relaxed);
+            let reqs = reqs.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    reqs.fetch_add(1, Ordering::Relaxed);
+                    let resp: &[u8] = if head.starts_with("HEAD ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+                    } else if head.starts_with("GET /204 ") {
+                        b"HTTP/1.1 204 No Content\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    };
+                    if s.write_all(resp).await.is_err() || close_idle {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    CountingOrigin {
+        addr,
+        connections,
+        requests,
+    }
+}
+
+/// Origin connections are kept and reused (also after bodiless answers: HEAD, 204), and a
+/// pooled connection the origin has closed is replaced without failing the request.
+#[tokio::test]
+async fn origin_connections_are_pooled_and_stale_ones_replaced() {
+    let keep = counting_origin(false).await;
+    let closing = counting_origin(true).await;
+    let t = format!(
+        r#"
+[edge.routes.keep]
+domains = ["app.example.com"]
+group = "keep"
+[edge.routes.closing]
+domains = ["closing.example.com"]
+group = "closing"
+[edge.groups.keep]
+[[edge.groups.keep.origins]]
+name = "keep"
+address = "{}"
+[edge.groups.closing]
+retries = 0
+[[edge.groups.closing.origins]]
+name = "closing"
+address = "{}"
+"#,
+        keep.addr, closing.addr
+    );
+    let edge = TestEdge::start(&t, APP).await;
+    let c = edge
+        .client_builder(&["app.example.com", "closing.example.com"])
+        .http1_only()
+        .build()
+        .unwrap();
+    for i in 0..30 {
+        let (method, path) = match i % 3 {
+            0 => (reqwest::Method::GET, "/"),
+            1 => (reqwest::Method::HEAD, "/"),
+            _ => (reqwest::Method::GET, "/204"),
+        };
+        let r = c
+            .request(method, edge.url("app.example.com", path))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(keep.requests.load(Ordering::Relaxed), 30);
+    assert_eq!(
+        keep.connections.load(Ordering::Relaxed),
+        1,
+        "sequential requests share one origin connection"
+    );
+    // Every pooled connection to `closing` is dead by the next request (no retries allowed,
+    // so a failure would show as a 502).
+    for _ in 0..10 {
+        let r = c
+            .get(edge.url("closing.example.com", "/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(closing.requests.load(Ordering::Relaxed), 10);
+    assert_eq!(closing.connections.load(Ordering::Relaxed), 10);
+    let st = edge.edge.status();
+    let g = st.groups.iter().find(|g| g.name == "closing").unwrap();
+    assert_eq!(g.origins[0].failures, 0, "{g:?}");
+    edge.stop().await;
+}
+
+/// A returning TLS client resumes its session (TLS 1.3 and 1.2) instead of a full handshake.
+#[tokio::test]
+async fn tls_sessions_resume() {
+    let a = Origin::start("a").await;
+    let t = format!(
+        "[edge.routes.app]\ndomains = [\"app.example.com\"]\ngroup = \"g\"\n{}",
+        one_group("g", &[&a], "")
+    );
+    let edge = TestEdge::start(&t, APP).await;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(edge.pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("app.example.com").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            kinds.push(tls.get_ref().1.handshake_kind());
+            // Read an answer so that TLS 1.3 tickets (sent after the handshake) arrive.
+            tls.write_all(
+                b"GET /health HTTP/1.1\r\nhost: app.example.com\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+            assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{version:?}"
+        );
+    }
+    edge.stop().await;
+}

@@ -66,7 +66,7 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
                 .append(true)
                 .open(PathBuf::from(path))
                 .with_context(|| format!("cannot open access log {path}"))?;
-            Arc::new(JsonLines::new(std::io::BufWriter::new(f), 65_536)?)
+            Arc::new(JsonLines::new(f, 65_536)?)
         }
     };
     let mut registry = prometheus_client::registry::Registry::default();
