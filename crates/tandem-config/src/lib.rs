@@ -152,6 +152,9 @@ pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
         .map(|d| dns::validate(&mut ctx, d, &monitors, &locations));
     let edge = raw.edge.as_ref().map(|e| edge::validate(&mut ctx, e));
     let waf = raw.waf.as_ref().map(|w| waf::validate(&mut ctx, w));
+    if let Some(e) = &edge {
+        waf::check_references(&mut ctx, waf.as_ref(), e);
+    }
     let registry = raw
         .registry
         .as_ref()

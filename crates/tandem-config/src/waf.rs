@@ -31,6 +31,19 @@ pub enum WafMode {
     Prevention,
 }
 
+/// What happens to a request whose body is longer than the policy's `request_body_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyOverLimit {
+    /// Refuse it with 413 (in prevention mode; detection mode logs it): nothing past the
+    /// limit can hide an attack. ModSecurity's `SecRequestBodyLimitAction Reject`.
+    #[default]
+    Block,
+    /// Inspect the first `request_body_limit` bytes and forward the whole body (uploads).
+    /// ModSecurity's `ProcessPartial`.
+    InspectPrefix,
+}
+
 /// A custom rule's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +172,17 @@ struct RawPolicy {
     exclusions: Vec<RawExclusion>,
     #[serde(default)]
     custom_rules: Vec<RawCustomRule>,
+    request_body_over_limit: Option<BodyOverLimit>,
+    #[serde(default)]
+    routes: IndexMap<String, RawRouteOverride>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteOverride {
+    mode: Option<WafMode>,
+    #[serde(default)]
+    exclusions: Vec<RawExclusion>,
 }
 
 fn yes() -> bool {
@@ -310,6 +334,22 @@ pub struct WafPolicy {
     pub exclusions: Vec<Exclusion>,
     /// Custom rules, sorted by priority.
     pub custom_rules: Vec<CustomRule>,
+    /// What happens to bodies longer than `request_body_limit`.
+    pub request_body_over_limit: BodyOverLimit,
+    /// Per-route settings (`[waf.policies.NAME.routes.ROUTE]`): mode and extra exclusions
+    /// for one edge route that uses this policy.
+    pub routes: Vec<RouteOverride>,
+}
+
+/// Settings of a policy for one edge route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteOverride {
+    /// The edge route's name.
+    pub route: String,
+    /// Replaces the policy's mode on this route (`off` switches the WAF off there).
+    pub mode: Option<WafMode>,
+    /// Exclusions on top of the policy's, on this route only.
+    pub exclusions: Vec<Exclusion>,
 }
 
 /// Turn rules (or one target of them) off.
@@ -500,53 +540,13 @@ fn validate_policy(
             );
         }
     }
-    let mut exclusions = Vec::new();
-    for (i, e) in p.exclusions.iter().enumerate() {
-        let ek = key.key("exclusions").index(i);
-        let mut ids = Vec::new();
-        for (j, r) in e.rule_ids.iter().enumerate() {
-            match r {
-                IdOrRange::Id(n) => ids.push((*n, *n)),
-                IdOrRange::Range(s) => match parse_range(s) {
-                    Some(r) => ids.push(r),
-                    None => ctx.error(
-                        &ek.key("rule_ids").index(j),
-                        format!("{s:?} is not a rule id or range"),
-                        Some("write 942100 or \"942100-942199\"".into()),
-                    ),
-                },
-            }
-        }
-        if ids.is_empty() && e.tags.is_empty() {
-            ctx.error(
-                &ek,
-                "an exclusion needs rule_ids or tags",
-                Some("e.g. rule_ids = [942100] or tags = [\"attack-sqli\"]".into()),
-            );
-        }
-        if let Some(t) = &e.target
-            && !valid_target(t)
-        {
-            ctx.error(
-                &ek.key("target"),
-                format!("{t:?} is not a rule target"),
-                Some("write a collection and key in SecLang syntax, like \"ARGS:password\", \"REQUEST_HEADERS:User-Agent\" or \"REQUEST_COOKIES:/^session/\"".into()),
-            );
-        }
-        if let Some(pp) = &e.path_prefix
-            && !pp.starts_with('/')
-        {
-            ctx.error(
-                &ek.key("path_prefix"),
-                "path_prefix must start with '/'",
-                None,
-            );
-        }
-        exclusions.push(Exclusion {
-            rule_ids: ids,
-            tags: e.tags.clone(),
-            target: e.target.clone(),
-            path_prefix: e.path_prefix.clone(),
+    let exclusions = validate_exclusions(ctx, &key.key("exclusions"), &p.exclusions);
+    let mut routes = Vec::new();
+    for (rk, route, r) in entries(&key.key("routes"), &p.routes) {
+        routes.push(RouteOverride {
+            route: route.clone(),
+            mode: r.mode,
+            exclusions: validate_exclusions(ctx, &rk.key("exclusions"), &r.exclusions),
         });
     }
     let mut custom_rules = Vec::new();
@@ -659,7 +659,62 @@ fn validate_policy(
         rules_files: p.rules_files.clone(),
         exclusions,
         custom_rules,
+        request_body_over_limit: p.request_body_over_limit.unwrap_or_default(),
+        routes,
     }
+}
+
+fn validate_exclusions(ctx: &mut Ctx, key: &KeyPath, raw: &[RawExclusion]) -> Vec<Exclusion> {
+    let mut exclusions = Vec::new();
+    for (i, e) in raw.iter().enumerate() {
+        let ek = key.index(i);
+        let mut ids = Vec::new();
+        for (j, r) in e.rule_ids.iter().enumerate() {
+            match r {
+                IdOrRange::Id(n) => ids.push((*n, *n)),
+                IdOrRange::Range(s) => match parse_range(s) {
+                    Some(r) => ids.push(r),
+                    None => ctx.error(
+                        &ek.key("rule_ids").index(j),
+                        format!("{s:?} is not a rule id or range"),
+                        Some("write 942100 or \"942100-942199\"".into()),
+                    ),
+                },
+            }
+        }
+        if ids.is_empty() && e.tags.is_empty() {
+            ctx.error(
+                &ek,
+                "an exclusion needs rule_ids or tags",
+                Some("e.g. rule_ids = [942100] or tags = [\"attack-sqli\"]".into()),
+            );
+        }
+        if let Some(t) = &e.target
+            && !valid_target(t)
+        {
+            ctx.error(
+                &ek.key("target"),
+                format!("{t:?} is not a rule target"),
+                Some("write a collection and key in SecLang syntax, like \"ARGS:password\", \"REQUEST_HEADERS:User-Agent\" or \"REQUEST_COOKIES:/^session/\"".into()),
+            );
+        }
+        if let Some(pp) = &e.path_prefix
+            && !pp.starts_with('/')
+        {
+            ctx.error(
+                &ek.key("path_prefix"),
+                "path_prefix must start with '/'",
+                None,
+            );
+        }
+        exclusions.push(Exclusion {
+            rule_ids: ids,
+            tags: e.tags.clone(),
+            target: e.target.clone(),
+            path_prefix: e.path_prefix.clone(),
+        });
+    }
+    exclusions
 }
 
 fn validate_condition(ctx: &mut Ctx, ck: &KeyPath, c: &RawCondition) -> Option<Condition> {
@@ -794,30 +849,94 @@ fn valid_target(t: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
 }
 
-/// Check that every `waf = "NAME"` reference (from the edge's routes) names a defined
-/// policy; `refs` are the key path of each reference and the name it gives.
-// Called from the edge section's validation once that section lands on main.
-#[allow(dead_code)]
-pub(crate) fn check_references(ctx: &mut Ctx, waf: Option<&WafConfig>, refs: &[(KeyPath, String)]) {
-    for (key, name) in refs {
-        if waf.is_some_and(|w| w.policy(name).is_some()) {
+/// Cross-check the edge's routes and the WAF policies, once both sections are validated:
+///
+/// - every `waf = "NAME"` on an edge route names a defined policy;
+/// - every `[waf.policies.NAME.routes.ROUTE]` names an edge route that uses that policy;
+/// - the edge buffers at least `request_body_limit` bytes of body for every policy a route
+///   uses (`[edge.limits] inspect_body_bytes`), so no policy silently sees less than it
+///   was configured to inspect.
+pub(crate) fn check_references(
+    ctx: &mut Ctx,
+    waf: Option<&WafConfig>,
+    edge: &crate::edge::EdgeConfig,
+) {
+    let routes = KeyPath::root().key("edge").key("routes");
+    for r in &edge.routes {
+        let Some(name) = &r.waf else { continue };
+        let key = routes.key(&r.name).key("waf");
+        let Some(policy) = waf.and_then(|w| w.policy(name)) else {
+            let hint = match waf {
+                Some(w) if !w.policies.is_empty() => format!(
+                    "use one of the defined policies ({}), or add [waf.policies.{name}]",
+                    w.policies
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("define it: add a [waf.policies.{name}] table with mode and crs"),
+            };
+            ctx.error(
+                &key,
+                format!("WAF policy {name:?} is not defined"),
+                Some(hint),
+            );
             continue;
-        }
-        let hint = match waf {
-            Some(w) if !w.policies.is_empty() => format!(
-                "use one of the defined policies ({}), or add [waf.policies.{name}]",
-                w.policies
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ => format!("define it: add a [waf.policies.{name}] table with mode and crs"),
         };
-        ctx.error(
-            key,
-            format!("WAF policy {name:?} is not defined"),
-            Some(hint),
-        );
+        if policy.request_body_limit > edge.limits.inspect_body_bytes as u64 {
+            ctx.error(
+                &KeyPath::root()
+                    .key("waf")
+                    .key("policies")
+                    .key(name)
+                    .key("request_body_limit"),
+                format!(
+                    "policy {name:?} inspects up to {} bytes of body, but the edge buffers only {} (route {:?} uses it)",
+                    policy.request_body_limit, edge.limits.inspect_body_bytes, r.name
+                ),
+                Some(format!(
+                    "raise [edge.limits] inspect_body_bytes to at least {}, or lower request_body_limit",
+                    policy.request_body_limit
+                )),
+            );
+        }
+    }
+    let Some(waf) = waf else { return };
+    for p in &waf.policies {
+        for o in &p.routes {
+            let key = KeyPath::root()
+                .key("waf")
+                .key("policies")
+                .key(&p.name)
+                .key("routes")
+                .key(&o.route);
+            match edge.routes.iter().find(|r| r.name == o.route) {
+                None => ctx.error(
+                    &key,
+                    format!("there is no edge route {:?}", o.route),
+                    Some(format!(
+                        "name a route of [edge.routes] that has waf = {:?}",
+                        p.name
+                    )),
+                ),
+                Some(r) if r.waf.as_deref() != Some(p.name.as_str()) => ctx.error(
+                    &key,
+                    format!(
+                        "edge route {:?} does not use policy {:?} (its waf is {})",
+                        o.route,
+                        p.name,
+                        r.waf
+                            .as_deref()
+                            .map_or_else(|| "not set".to_string(), |w| format!("{w:?}"))
+                    ),
+                    Some(format!(
+                        "set waf = {:?} on [edge.routes.{}], or move these settings under the policy it uses",
+                        p.name, o.route
+                    )),
+                ),
+                Some(_) => {}
+            }
+        }
     }
 }

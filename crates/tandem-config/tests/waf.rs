@@ -121,3 +121,111 @@ fn unknown_keys_and_values_are_refused() {
     let p = problems("[waf.policies.x]\ncrs = \"/c\"\nparanoia = 2\n");
     assert!(p[0].contains("unknown field `paranoia`"), "{p:?}");
 }
+
+const EDGE: &str = r#"
+[regions.eastus]
+pair = "westus"
+[regions.westus]
+pair = "eastus"
+
+[edge.instances.eastus]
+http = ["127.0.0.1:8080"]
+
+[edge.routes.shop]
+domains = ["shop.example.com"]
+group = "web"
+http = "serve"
+waf = "shop"
+
+[edge.routes.search]
+domains = ["search.example.com"]
+group = "web"
+http = "serve"
+waf = "shop"
+
+[edge.routes.open]
+domains = ["open.example.com"]
+group = "web"
+http = "serve"
+
+[edge.groups.web]
+[[edge.groups.web.origins]]
+name = "a"
+address = "127.0.0.1:9000"
+"#;
+
+#[test]
+fn per_route_mode_and_exclusions() {
+    let cfg = parse(
+        &format!(
+            r#"{EDGE}
+[waf.policies.shop]
+crs = "/nonexistent/crs"
+request_body_over_limit = "inspect_prefix"
+
+[waf.policies.shop.routes.search]
+mode = "detection"
+
+[[waf.policies.shop.routes.search.exclusions]]
+tags = ["attack-sqli"]
+target = "ARGS:q"
+"#
+        ),
+        "t.toml",
+    )
+    .expect("valid");
+    let p = cfg.waf.expect("waf").policies.remove(0);
+    assert_eq!(
+        p.request_body_over_limit,
+        tandem_config::waf::BodyOverLimit::InspectPrefix
+    );
+    assert_eq!(p.routes.len(), 1);
+    assert_eq!(p.routes[0].route, "search");
+    assert_eq!(p.routes[0].mode, Some(WafMode::Detection));
+    assert_eq!(p.routes[0].exclusions[0].target.as_deref(), Some("ARGS:q"));
+}
+
+#[test]
+fn routes_and_policies_are_cross_checked() {
+    // A route naming an undefined policy.
+    let p = problems(&format!(
+        "{}\n[waf.policies.other]\ncrs = \"/c\"\n",
+        EDGE.replace(
+            "waf = \"shop\"\n\n[edge.routes.search]",
+            "waf = \"nope\"\n\n[edge.routes.search]"
+        )
+    ));
+    let all = p.join("\n");
+    assert!(all.contains("edge.routes.shop.waf"), "{all}");
+    assert!(all.contains("\"nope\" is not defined"), "{all}");
+    // Route settings for a route that does not exist, or that uses another policy.
+    let p = problems(&format!(
+        "{EDGE}\n[waf.policies.shop]\ncrs = \"/c\"\n[waf.policies.shop.routes.nowhere]\nmode = \"off\"\n[waf.policies.shop.routes.open]\nmode = \"off\"\n"
+    ));
+    let all = p.join("\n");
+    assert!(all.contains("waf.policies.shop.routes.nowhere"), "{all}");
+    assert!(all.contains("there is no edge route \"nowhere\""), "{all}");
+    assert!(all.contains("waf.policies.shop.routes.open"), "{all}");
+    assert!(all.contains("does not use policy \"shop\""), "{all}");
+    // A policy that inspects more body than the edge buffers.
+    let p = problems(&format!(
+        "{EDGE}\n[waf.policies.shop]\ncrs = \"/c\"\nrequest_body_limit = \"1MiB\"\n"
+    ));
+    let all = p.join("\n");
+    assert!(
+        all.contains("waf.policies.shop.request_body_limit"),
+        "{all}"
+    );
+    assert!(all.contains("inspect_body_bytes"), "{all}");
+    parse(
+        &format!(
+            "{}\n[waf.policies.shop]\ncrs = \"/c\"\nrequest_body_limit = \"1MiB\"\n",
+            EDGE.replace(
+                "[edge.instances.eastus]",
+                "[edge.limits]\ninspect_body_bytes = \"1MiB\"\n\n[edge.instances.eastus]"
+            )
+        ),
+        "t.toml",
+    )
+    .expect("the edge buffers enough");
+}

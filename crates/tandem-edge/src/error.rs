@@ -42,6 +42,16 @@ pub enum EdgeError {
         /// Why.
         reason: String,
     },
+    /// A route names a WAF policy that the edge's inspector does not serve.
+    #[error(
+        "route {route:?} uses WAF policy {policy:?}, but no WAF serves it\n    hint: start the edge with tandem_edge::waf::EdgeWaf as its inspector (tandem edge and tandem up do), and define [waf.policies.{policy}]"
+    )]
+    WafPolicyNotServed {
+        /// The route.
+        route: String,
+        /// The policy it names.
+        policy: String,
+    },
     /// HTTPS listeners exist but no certificate does.
     #[error(
         "HTTPS listeners are configured but no certificate is\n    hint: add [[edge.certificates]] with domains, cert and key"

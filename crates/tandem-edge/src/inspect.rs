@@ -1,7 +1,7 @@
 //! The WAF phase: a [`RequestInspector`] looks at each request (and, when it asks, its body)
-//! before an origin is picked, and at the response headers. The edge ships only
-//! [`NoInspection`]; the WAF crate (`tandem-waf`) implements the trait for its policies, so
-//! wiring it is one implementation and one `Arc` passed to [`crate::EdgeOptions`].
+//! before an origin is picked, and at the response (headers, and the body when it asks).
+//! [`crate::waf::EdgeWaf`] implements it with `tandem-waf`'s policies; [`NoInspection`] is
+//! the default for an edge without a WAF and refuses to serve routes that name a policy.
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
@@ -11,6 +11,8 @@ use http::{HeaderMap, Method, StatusCode, Uri, Version};
 pub struct RequestHead<'a> {
     /// The route's WAF policy name (`waf = "..."` on the route).
     pub policy: &'a str,
+    /// The route's name.
+    pub route: &'a str,
     /// Method.
     pub method: &'a Method,
     /// The URI as received (path and query).
@@ -57,12 +59,27 @@ pub trait Transaction: Send {
     fn wants_body(&self) -> bool {
         false
     }
+    /// The most body bytes the inspector wants; the edge buffers the smaller of this and
+    /// `limits.inspect_body_bytes`.
+    fn body_limit(&self) -> Option<usize> {
+        None
+    }
     /// The (buffered) request body; `truncated` when it was longer than the limit.
     fn request_body(&mut self, _body: &Bytes, _truncated: bool) -> Verdict {
         Verdict::Continue
     }
     /// The origin's response headers.
     fn response_headers(&mut self, _status: StatusCode, _headers: &HeaderMap) -> Verdict {
+        Verdict::Continue
+    }
+    /// Whether the inspector wants the response body, and then how many bytes of it: the
+    /// edge buffers that much before sending the response on, so a verdict can still replace
+    /// it.
+    fn wants_response_body(&self) -> Option<usize> {
+        None
+    }
+    /// The (buffered) response body; `truncated` when it was longer than the limit.
+    fn response_body(&mut self, _body: &Bytes, _truncated: bool) -> Verdict {
         Verdict::Continue
     }
     /// The end of the request: for logging and anomaly scoring.
@@ -73,6 +90,11 @@ pub trait Transaction: Send {
 pub trait RequestInspector: Send + Sync + 'static {
     /// Start inspecting a request of a route with a `waf` policy. `None` skips inspection.
     fn transaction(&self, head: &RequestHead<'_>) -> Option<Box<dyn Transaction>>;
+    /// Whether this inspector serves the policy `name`; the edge refuses a config whose
+    /// routes name a policy nobody serves rather than forwarding those requests unchecked.
+    fn serves(&self, _name: &str) -> bool {
+        true
+    }
 }
 
 /// The default: inspects nothing.
@@ -82,5 +104,8 @@ pub struct NoInspection;
 impl RequestInspector for NoInspection {
     fn transaction(&self, _head: &RequestHead<'_>) -> Option<Box<dyn Transaction>> {
         None
+    }
+    fn serves(&self, _name: &str) -> bool {
+        false
     }
 }

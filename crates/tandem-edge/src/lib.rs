@@ -42,6 +42,7 @@ pub mod rules;
 mod server;
 pub mod status;
 pub mod tls;
+pub mod waf;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -310,6 +311,16 @@ impl Edge {
                     .collect(),
             });
             groups.push(rt);
+        }
+        if let Some(r) = cfg
+            .routes
+            .iter()
+            .find(|r| r.waf.as_deref().is_some_and(|w| !inner.inspector.serves(w)))
+        {
+            return Err(EdgeError::WafPolicyNotServed {
+                route: r.name.clone(),
+                policy: r.waf.clone().unwrap_or_default(),
+            });
         }
         let group_index = |name: &str| cfg.groups.iter().position(|g| g.name == name);
         let rules = RuleSet::compile(&cfg.rules, group_index)?;

@@ -250,6 +250,7 @@ async fn proxy(
         let rid = ctx.request_id.to_str().unwrap_or("");
         let head = RequestHead {
             policy,
+            route: &route.name,
             method: &parts.method,
             uri: &parts.uri,
             version: parts.version,
@@ -264,8 +265,10 @@ async fn proxy(
                 return Ok(r);
             }
             if t.wants_body() {
-                let (prefix, truncated, rest) =
-                    read_prefix(client_body, limits.inspect_body_bytes).await?;
+                let limit = t.body_limit().map_or(limits.inspect_body_bytes, |l| {
+                    l.min(limits.inspect_body_bytes)
+                });
+                let (prefix, truncated, rest) = read_prefix(client_body, limit).await?;
                 if let Some(r) = verdict_response(t.request_body(&prefix, truncated)) {
                     ctx.error = Some("blocked by WAF (body)".into());
                     t.finish();
@@ -423,7 +426,8 @@ async fn proxy(
                     txn,
                     client_upgrade,
                     affinity_cookie.as_deref(),
-                ));
+                )
+                .await);
             }
             Ok(Err(e)) => classify(&e, &replay),
             Err(_) => ProxyError {
@@ -479,7 +483,8 @@ async fn proxy(
             txn,
             client_upgrade,
             affinity_cookie.as_deref(),
-        ));
+        )
+        .await);
     }
     match last_error {
         Some(e) => {
@@ -547,14 +552,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Step 7, the response phase.
 #[allow(clippy::too_many_arguments)]
-fn respond(
+async fn respond(
     inner: &Arc<Inner>,
     snap: &Snapshot,
     ctx: &mut Ctx,
     mut resp: Response<Incoming>,
     lease: Option<Lease>,
     outcome: &RuleOutcome,
-    mut txn: Option<Box<dyn Transaction>>,
+    txn: Option<Box<dyn Transaction>>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     affinity_cookie: Option<&str>,
 ) -> Response<BoxBody> {
@@ -565,15 +570,15 @@ fn respond(
         inner.tracker.spawn(splice(client_up, origin_up));
     }
     let (mut parts, origin_body) = resp.into_parts();
-    if let Some(t) = txn.as_mut() {
-        let v = t.response_headers(parts.status, &parts.headers);
-        if let Some(r) = verdict_response(v) {
-            t.finish();
-            ctx.error = Some("blocked by WAF (response)".into());
-            return r;
-        }
-        t.finish();
-    }
+    let origin_body =
+        match crate::waf::response_phase(txn, &parts, origin_body, snap.cfg.timeouts.idle).await {
+            Ok(b) => b,
+            Err((v, why)) => {
+                ctx.error = Some(why.into());
+                return verdict_response(v)
+                    .unwrap_or_else(|| local_response(StatusCode::BAD_GATEWAY, "origin failed"));
+            }
+        };
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     if let (Some(gi), Some(oi)) = (ctx.group, ctx.origin) {
         let group = &snap.groups[gi];

@@ -1276,7 +1276,8 @@ async fn the_waf_phase_sees_headers_and_bodies_of_waf_routes_only() {
     let a = Origin::start("a").await;
     let t = format!(
         "[edge.routes.guarded]\ndomains = [\"app.example.com\"]\ngroup = \"web\"\nwaf = \"strict\"\n\
-         [edge.routes.open]\ndomains = [\"open.example.com\"]\ngroup = \"web\"\n{}",
+         [edge.routes.open]\ndomains = [\"open.example.com\"]\ngroup = \"web\"\n{}\n\
+         [waf.policies.strict]\nmanaged_rules = false\n",
         one_group("web", &[&a], "")
     );
     let edge = TestEdge::start_with(&t, APP, |mut o| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use tandem_config::Config;
+use tandem_edge::waf::EdgeWaf;
 use tandem_edge::{CertSource, CertSpec, Edge, EdgeOptions};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -24,17 +25,21 @@ pub(crate) struct LabEdge {
     describe: Vec<(String, String)>,
 }
 
-/// Start an edge for every region that has `[edge.instances.<region>]`.
+/// Start an edge for every region that has `[edge.instances.<region>]`, all serving the
+/// config's WAF policies (compiled once, shared by the regions' edges).
 pub(crate) async fn start(
     cfg: &Config,
     ca: &tandem_tls::LabCa,
     registry: &mut Registry,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Vec<Arc<LabEdge>>, LabError> {
+) -> Result<(Vec<Arc<LabEdge>>, Option<EdgeWaf>), LabError> {
     let Some(edge_cfg) = &cfg.edge else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
+    let waf = EdgeWaf::load(cfg, registry)
+        .await
+        .map_err(|e| LabError::Edge(e.to_string()))?;
     // One certificate for every domain the routes name (wildcards included).
     let mut names: Vec<String> = edge_cfg
         .routes
@@ -53,6 +58,7 @@ pub(crate) async fn start(
     let mut out = Vec::new();
     for inst in &edge_cfg.instances {
         let mut opts = EdgeOptions::new(&inst.region);
+        opts.inspector = waf.inspector();
         opts.extra_certificates = vec![CertSpec {
             domains: names.clone(),
             source: CertSource::Files {
@@ -84,7 +90,7 @@ pub(crate) async fn start(
         });
         out.push(e);
     }
-    Ok(out)
+    Ok((out, Some(waf)))
 }
 
 impl LabEdge {

@@ -239,11 +239,14 @@ impl Lab {
             services.push(app);
         }
         let mut components: Vec<Arc<dyn Component>> = Vec::new();
-        let edges = edge::start(cfg, &ca, &mut registry, &shutdown, &tracker).await?;
+        let (edges, waf) = edge::start(cfg, &ca, &mut registry, &shutdown, &tracker).await?;
         if !edges.is_empty() {
             components.push(Arc::new(tandem_edge::admin::EdgeComponent(
                 edges.iter().map(|e| e.edge.clone()).collect(),
             )));
+        }
+        if let Some(w) = waf.filter(|_| cfg.waf.is_some()) {
+            components.push(Arc::new(tandem_edge::waf::WafComponent(w)));
         }
         for e in &edges {
             services.push(e.clone());

@@ -36,7 +36,7 @@ pub mod variable;
 pub use error::{LoadError, ParseError};
 pub use metrics::WafMetrics;
 pub use policies::WafPolicies;
-pub use policy::{Outcome, Policy, PolicyTransaction, RouteOptions, Verdict};
+pub use policy::{Outcome, Policy, PolicyTransaction, RouteOptions, RoutePolicy, Verdict};
 pub use rule::EngineMode;
 pub use ruleset::{Loader, RuleSet};
 pub use transaction::{Interruption, MatchRecord, RequestHead, Transaction};

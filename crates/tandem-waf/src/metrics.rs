@@ -84,13 +84,14 @@ impl WafMetrics {
         m
     }
 
-    pub(crate) fn evaluation(&self, policy: &str, route: &str) {
+    /// The evaluations counter of a (policy, route), resolved once per route.
+    pub(crate) fn evaluation_counter(&self, policy: &str, route: &str) -> Counter {
         self.evaluations
             .get_or_create(&RouteLabels {
                 policy: policy.to_string(),
                 route: route.to_string(),
             })
-            .inc();
+            .clone()
     }
 
     pub(crate) fn matched(&self, policy: &str, route: &str, rule: &str) {
@@ -113,11 +114,12 @@ impl WafMetrics {
             .inc();
     }
 
-    pub(crate) fn time(&self, policy: &str, seconds: f64) {
+    /// The time histogram of a policy, resolved once per route.
+    pub(crate) fn time_histogram(&self, policy: &str) -> Histogram {
         self.seconds
             .get_or_create(&PolicyLabels {
                 policy: policy.to_string(),
             })
-            .observe(seconds);
+            .clone()
     }
 }

@@ -24,8 +24,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tandem_config::waf::{
-    Condition, CustomAction, MatchOperator, MatchTransform, MatchVariable, WafMode, WafPolicy,
+    BodyOverLimit, Condition, CustomAction, MatchOperator, MatchTransform, MatchVariable, WafMode,
+    WafPolicy,
 };
 
 use crate::body;
@@ -38,6 +41,9 @@ use crate::seclang::parse_variables;
 use crate::transaction::{Budget, InterruptAction, MatchRecord, RequestHead, Transaction};
 use crate::transform::Transform;
 use crate::variable::Target;
+
+/// The name under which a refused over-long body is logged and counted.
+pub const OVER_LIMIT_RULE: &str = "request_body_limit";
 
 /// Why a policy could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +269,7 @@ pub struct Policy {
     block_status: u16,
     block_body: String,
     body_limit: usize,
+    body_over_limit: BodyOverLimit,
     inspect_response_body: bool,
     budget: Duration,
     paranoia: (u8, u8),
@@ -423,6 +430,7 @@ impl Policy {
             block_status: cfg.block_status,
             block_body: cfg.block_body.clone(),
             body_limit: usize::try_from(cfg.request_body_limit).unwrap_or(usize::MAX),
+            body_over_limit: cfg.request_body_over_limit,
             inspect_response_body: cfg.inspect_response_body,
             budget: cfg.time_budget,
             paranoia: (cfg.paranoia_level, cfg.detection_paranoia_level),
@@ -447,56 +455,147 @@ impl Policy {
         self.body_limit
     }
 
+    /// Number of custom rules.
+    pub fn custom_rule_count(&self) -> usize {
+        self.custom.len()
+    }
+
+    /// The blocking paranoia level.
+    pub fn paranoia_level(&self) -> u8 {
+        self.paranoia.0
+    }
+
     /// The managed rules, if any.
     pub fn rules(&self) -> Option<&Arc<RuleSet>> {
         self.rules.as_ref()
     }
 
-    /// Start evaluating a request.
+    /// Compile the settings of one route (its mode and extra exclusions) once, so that each
+    /// request only looks them up.
+    pub fn for_route(self: &Arc<Self>, opts: &RouteOptions) -> Result<RoutePolicy, PolicyError> {
+        let exclusions = opts
+            .exclusions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                compile_exclusion(e).map_err(|message| PolicyError::Invalid {
+                    policy: self.name.clone(),
+                    key: format!("routes.{}.exclusions[{i}]", opts.route),
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let route: Arc<str> = Arc::from(opts.route.as_str());
+        Ok(RoutePolicy {
+            policy: self.clone(),
+            mode: opts.mode.unwrap_or(self.mode),
+            exclusions,
+            evaluations: self.metrics.evaluation_counter(&self.name, &route),
+            seconds: self.metrics.time_histogram(&self.name),
+            route,
+        })
+    }
+
+    /// Start evaluating a request (compiles `opts` on each call: for repeated use, compile
+    /// them once with [`Policy::for_route`]).
     pub fn transaction(
         self: &Arc<Self>,
         head: &RequestHead,
         opts: &RouteOptions,
     ) -> PolicyTransaction {
-        let mode = opts.mode.unwrap_or(self.mode);
+        // Exclusions that do not compile were reported when the policy loaded.
+        let route = self
+            .for_route(opts)
+            .unwrap_or_else(|_| route_without_exclusions(self, opts));
+        route.start(head.clone())
+    }
+}
+
+fn route_without_exclusions(p: &Arc<Policy>, opts: &RouteOptions) -> RoutePolicy {
+    let route: Arc<str> = Arc::from(opts.route.as_str());
+    RoutePolicy {
+        policy: p.clone(),
+        mode: opts.mode.unwrap_or(p.mode),
+        exclusions: Vec::new(),
+        evaluations: p.metrics.evaluation_counter(&p.name, &route),
+        seconds: p.metrics.time_histogram(&p.name),
+        route,
+    }
+}
+
+/// A policy as one route uses it: the route's mode and exclusions compiled, its metric
+/// handles resolved. Built at load time; cheap to share.
+pub struct RoutePolicy {
+    policy: Arc<Policy>,
+    route: Arc<str>,
+    mode: WafMode,
+    exclusions: Vec<Exclusion>,
+    evaluations: Counter,
+    seconds: Histogram,
+}
+
+impl std::fmt::Debug for RoutePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutePolicy")
+            .field("policy", &self.policy.name)
+            .field("route", &self.route)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl RoutePolicy {
+    /// The mode in effect on this route.
+    pub fn mode(&self) -> WafMode {
+        self.mode
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The route's name.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// Start evaluating a request. With the mode `off` nothing is evaluated; callers skip
+    /// the WAF entirely in that case (check [`RoutePolicy::mode`]).
+    pub fn start(&self, head: RequestHead) -> PolicyTransaction {
+        let p = &self.policy;
+        let mode = self.mode;
         let started = Instant::now();
         let mut tx = None;
         if mode != WafMode::Off {
-            self.metrics.evaluation(&self.name, &opts.route);
-            if let Some(rs) = &self.rules {
-                let mut t = Transaction::new(rs.clone(), head);
+            self.evaluations.inc();
+            if let Some(rs) = &p.rules {
+                let mut t = Transaction::new(rs.clone(), &head);
                 t.set_mode(match mode {
                     WafMode::Prevention => EngineMode::On,
                     _ => EngineMode::DetectionOnly,
                 });
-                t.set_budget(Budget { time: self.budget });
-                t.set_tx("blocking_paranoia_level", &self.paranoia.0.to_string());
-                t.set_tx("detection_paranoia_level", &self.paranoia.1.to_string());
-                t.set_tx(
-                    "inbound_anomaly_score_threshold",
-                    &self.thresholds.0.to_string(),
-                );
-                t.set_tx(
+                t.set_budget(Budget { time: p.budget });
+                t.set_tx_int("blocking_paranoia_level", i64::from(p.paranoia.0));
+                t.set_tx_int("detection_paranoia_level", i64::from(p.paranoia.1));
+                t.set_tx_int("inbound_anomaly_score_threshold", i64::from(p.thresholds.0));
+                t.set_tx_int(
                     "outbound_anomaly_score_threshold",
-                    &self.thresholds.1.to_string(),
+                    i64::from(p.thresholds.1),
                 );
-                let path = path_of(&head.uri);
-                for e in self.exclusions.iter().chain(
-                    opts.exclusions
-                        .iter()
-                        .filter_map(|e| compile_exclusion(e).ok())
-                        .collect::<Vec<_>>()
-                        .iter(),
-                ) {
-                    apply_exclusion(&mut t, e, &path);
+                if !p.exclusions.is_empty() || !self.exclusions.is_empty() {
+                    let path = path_of(&head.uri);
+                    for e in p.exclusions.iter().chain(&self.exclusions) {
+                        apply_exclusion(&mut t, e, &path);
+                    }
                 }
                 tx = Some(t);
             }
         }
         PolicyTransaction {
-            policy: self.clone(),
-            head: head.clone(),
-            route: opts.route.clone(),
+            policy: p.clone(),
+            head,
+            route: self.route.clone(),
             mode,
             tx,
             next_custom: 0,
@@ -507,6 +606,7 @@ impl Policy {
             body: None,
             spent: started.elapsed(),
             finished: false,
+            seconds: self.seconds.clone(),
         }
     }
 }
@@ -570,7 +670,7 @@ fn map_transform(t: MatchTransform) -> Transform {
 pub struct PolicyTransaction {
     policy: Arc<Policy>,
     head: RequestHead,
-    route: String,
+    route: Arc<str>,
     mode: WafMode,
     tx: Option<Transaction>,
     next_custom: usize,
@@ -581,6 +681,7 @@ pub struct PolicyTransaction {
     body: Option<Vec<u8>>,
     spent: Duration,
     finished: bool,
+    seconds: Histogram,
 }
 
 impl std::fmt::Debug for PolicyTransaction {
@@ -626,12 +727,32 @@ impl PolicyTransaction {
                     .is_some_and(Transaction::wants_request_body))
     }
 
-    /// The (buffered, possibly truncated) request body: remaining custom rules, body
-    /// processors and managed rules on the body.
-    pub fn request_body(&mut self, body: &[u8]) -> Verdict {
+    /// The request body as the edge buffered it: the whole body, or (with `truncated`) its
+    /// first bytes, cut somewhere past [`Policy::request_body_limit`]. Runs the remaining
+    /// custom rules, the body processors and the managed rules on the body.
+    ///
+    /// A body longer than the limit is refused with 413 when the policy's
+    /// `request_body_over_limit` is `block` (logged only in detection mode); with
+    /// `inspect_prefix` its first `request_body_limit` bytes are inspected.
+    pub fn request_body(&mut self, body: &[u8], truncated: bool) -> Verdict {
         let t = Instant::now();
+        let limit = self.policy.body_limit;
+        if self.mode != WafMode::Off
+            && self.verdict.is_continue()
+            && !self.allowed
+            && (truncated || body.len() > limit)
+            && self.policy.body_over_limit == BodyOverLimit::Block
+        {
+            let v = Verdict::Block {
+                status: 413,
+                body: self.block_body(),
+                rule: OVER_LIMIT_RULE.to_string(),
+            };
+            self.custom_matches.push(OVER_LIMIT_RULE.to_string());
+            self.decide(v, OVER_LIMIT_RULE);
+        }
         if self.mode != WafMode::Off && self.verdict.is_continue() && !self.allowed {
-            self.body = Some(body[..body.len().min(self.policy.body_limit)].to_vec());
+            self.body = Some(body[..body.len().min(limit)].to_vec());
             let headers_done = self.next_custom >= self.policy.custom.len();
             self.run_custom(true);
             if !self.allowed && self.verdict.is_continue() {
@@ -673,6 +794,28 @@ impl PolicyTransaction {
                 .is_some_and(Transaction::wants_response_body)
     }
 
+    /// The most response-body bytes to buffer for [`PolicyTransaction::response_body`]
+    /// (`SecResponseBodyLimit`).
+    pub fn response_body_limit(&self) -> usize {
+        self.policy
+            .rules
+            .as_ref()
+            .map_or(0, |r| r.settings.response_body_limit)
+    }
+
+    /// Whether any managed rule looks at the response headers (phase 3), so the edge can skip
+    /// copying them when none does.
+    pub fn wants_response_headers(&self) -> bool {
+        self.mode != WafMode::Off
+            && self.verdict.is_continue()
+            && !self.allowed
+            && self
+                .policy
+                .rules
+                .as_ref()
+                .is_some_and(|r| !r.phase(3).is_empty() || !r.phase(4).is_empty())
+    }
+
     /// The response body (phase 4), when [`PolicyTransaction::wants_response_body`].
     pub fn response_body(&mut self, body: &[u8]) -> Verdict {
         let t = Instant::now();
@@ -683,6 +826,11 @@ impl PolicyTransaction {
         }
         self.spent += t.elapsed();
         self.verdict.clone()
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// The verdict so far.
@@ -767,13 +915,13 @@ impl PolicyTransaction {
             );
         }
         if self.mode != WafMode::Off {
-            p.metrics.time(&p.name, self.spent.as_secs_f64());
+            self.seconds.observe(self.spent.as_secs_f64());
         }
         Outcome {
             verdict: self.verdict.clone(),
             request_id: self.head.request_id.clone(),
             policy: p.name.clone(),
-            route: self.route.clone(),
+            route: self.route.to_string(),
             mode: self.mode,
             custom_matches: self.custom_matches.clone(),
             matches,
@@ -784,7 +932,8 @@ impl PolicyTransaction {
         }
     }
 
-    fn block_body(&self) -> String {
+    /// The policy's block body for this request (with its request id).
+    pub fn block_body(&self) -> String {
         self.policy
             .block_body
             .replace("{request_id}", &self.head.request_id)

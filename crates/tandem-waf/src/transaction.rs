@@ -678,6 +678,11 @@ impl Transaction {
             .insert(name.to_ascii_lowercase(), value.as_bytes().to_vec());
     }
 
+    /// Set a numeric TX variable before evaluation.
+    pub fn set_tx_int(&mut self, name: &str, value: i64) {
+        self.set_tx(name, &value.to_string());
+    }
+
     /// A TX variable.
     pub fn tx(&self, name: &str) -> Option<&[u8]> {
         self.tx.get(&name.to_ascii_lowercase()).map(Vec::as_slice)

@@ -60,7 +60,7 @@ fn run(p: &Arc<Policy>, h: &RequestHead, body: &[u8]) -> tandem_waf::Outcome {
         },
     );
     if t.request_headers().is_continue() && t.wants_request_body() {
-        t.request_body(body);
+        t.request_body(body, false);
     }
     t.finish()
 }

@@ -1,6 +1,6 @@
 //! `tandem edge`: run the edge proxy of one region. Everything happens in `tandem-edge`; this
-//! parses arguments, loads the config, wires signals (SIGINT/SIGTERM drain and stop, SIGHUP
-//! reloads config and certificates) and the admin API.
+//! parses arguments, loads the config, compiles the WAF policies, wires signals (SIGINT/SIGTERM
+//! drain and stop, SIGHUP reloads config, WAF policies and certificates) and the admin API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tandem_edge::waf::{EdgeWaf, WafComponent};
 use tandem_edge::{Edge, EdgeOptions, JsonLines, NoLog};
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +71,15 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let mut registry = prometheus_client::registry::Registry::default();
+    // WAF policies compile on a blocking thread (loading CRS takes about half a second).
+    let waf = match EdgeWaf::load(&cfg, &mut registry).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    opts.inspector = waf.inspector();
     let edge = Edge::new(&cfg, opts, &mut registry)?;
     let listeners = edge.bind().await?;
     let cancel = CancellationToken::new();
@@ -88,9 +98,10 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
                 &cfg.regions,
                 cfg.admin.token.clone(),
                 registry,
-                vec![Arc::new(tandem_edge::admin::EdgeComponent(vec![
-                    edge.clone(),
-                ]))],
+                vec![
+                    Arc::new(tandem_edge::admin::EdgeComponent(vec![edge.clone()])),
+                    Arc::new(WafComponent(waf.clone())),
+                ],
             );
             let l = tandem_admin::Admin::bind(addr).await?;
             tracing::info!(%addr, "admin API listening");
@@ -107,7 +118,12 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
 
     // Signals: stop (drain) on SIGINT/SIGTERM, reload on SIGHUP.
     {
-        let (cancel, edge, path) = (cancel.clone(), edge.clone(), a.config.path.clone());
+        let (cancel, edge, waf, path) = (
+            cancel.clone(),
+            edge.clone(),
+            waf.clone(),
+            a.config.path.clone(),
+        );
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut term), Ok(mut hup)) = (
@@ -122,7 +138,7 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
                     _ = term.recv() => break,
                     _ = hup.recv() => match tandem_config::load(&path) {
                         Ok(cfg) => {
-                            if let Err(e) = edge.reload(&cfg) {
+                            if let Err(e) = tandem_edge::waf::reload(&edge, &waf, &cfg).await {
                                 tracing::error!(error = %e, "reload failed; the running config stays");
                             }
                         }

@@ -182,7 +182,7 @@ fn eval(
     };
     let mut t = policy.transaction(&head, &RouteOptions::default());
     if t.request_headers().is_continue() && t.wants_request_body() {
-        t.request_body(data.as_deref().unwrap_or("").as_bytes());
+        t.request_body(data.as_deref().unwrap_or("").as_bytes(), false);
     }
     let outcome = t.finish();
     println!("{}", serde_json::to_string_pretty(&outcome)?);
