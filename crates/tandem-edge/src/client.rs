@@ -422,15 +422,15 @@ impl OriginClient {
 
 /// An origin's response body that keeps driving its connection and returns it to the pool
 /// once the body has ended.
-pub struct PooledBody {
-    inner: Incoming,
+pub struct PooledBody<B: Body = Incoming> {
+    inner: B,
     lease: Option<Lease>,
     ended: bool,
 }
 
-impl PooledBody {
+impl<B: Body> PooledBody<B> {
     /// Wrap `inner`, the body of the response that came on `lease`.
-    pub fn new(inner: Incoming, lease: Option<Lease>) -> Self {
+    pub fn new(inner: B, lease: Option<Lease>) -> Self {
         PooledBody {
             inner,
             lease,
@@ -439,7 +439,11 @@ impl PooledBody {
     }
 }
 
-impl Body for PooledBody {
+impl<B> Body for PooledBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -483,7 +487,7 @@ impl Body for PooledBody {
     }
 }
 
-impl Drop for PooledBody {
+impl<B: Body> Drop for PooledBody<B> {
     fn drop(&mut self) {
         // A body the server never polled because it was empty (HEAD, 204, 304, length 0)
         // still leaves a reusable connection; one dropped half-read does not.

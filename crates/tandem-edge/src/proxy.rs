@@ -570,6 +570,8 @@ async fn respond(
         inner.tracker.spawn(splice(client_up, origin_up));
     }
     let (mut parts, origin_body) = resp.into_parts();
+    // Wrapped first: reading the body drives the origin connection (the WAF may read some).
+    let origin_body = PooledBody::new(origin_body, lease);
     let origin_body =
         match crate::waf::response_phase(txn, &parts, origin_body, snap.cfg.timeouts.idle).await {
             Ok(b) => b,
@@ -605,7 +607,7 @@ async fn respond(
     let body: BoxBody = if switching {
         body::empty()
     } else {
-        Idle::new(PooledBody::new(origin_body, lease), snap.cfg.timeouts.idle).boxed_unsync()
+        Idle::new(origin_body, snap.cfg.timeouts.idle).boxed_unsync()
     };
     Response::from_parts(parts, body)
 }

@@ -29,7 +29,6 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, Version};
 use http_body_util::{BodyExt, Either};
-use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tandem_admin::{Component, Table};
@@ -673,7 +672,7 @@ impl Drop for Txn {
 
 /// The origin's body after the WAF's response phase: untouched, or rebuilt from the buffered
 /// prefix and the rest of the stream.
-pub(crate) type OriginBody = Either<Incoming, BoxBody>;
+pub(crate) type OriginBody = Either<crate::client::PooledBody, BoxBody>;
 
 /// The response phase: response headers, then (when the policy asks) the first bytes of the
 /// response body, then the end of the transaction (logging, metrics). An error is a verdict
@@ -681,7 +680,7 @@ pub(crate) type OriginBody = Either<Incoming, BoxBody>;
 pub(crate) async fn response_phase(
     txn: Option<Box<dyn inspect::Transaction>>,
     parts: &http::response::Parts,
-    body: Incoming,
+    body: crate::client::PooledBody,
     idle: Duration,
 ) -> Result<OriginBody, (Verdict, &'static str)> {
     let Some(mut t) = txn else {
@@ -734,7 +733,7 @@ pub(crate) async fn response_phase(
     Ok(Either::Right(if ended {
         crate::body::full(prefix)
     } else {
-        Prefixed::new(prefix, body.map_err(Into::into).boxed_unsync()).boxed_unsync()
+        Prefixed::new(prefix, body.boxed_unsync()).boxed_unsync()
     }))
 }
 
