@@ -21,6 +21,11 @@ fn child_replica() {
     let (Ok(path), Ok(region)) = (std::env::var(CHILD_CONFIG), std::env::var(CHILD_REGION)) else {
         return;
     };
+    // Warnings go to stderr, which the parent appends to `<region>.log` next to the config.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("tandem_registry=info")
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let cfg = tandem_config::load(std::path::Path::new(&path)).expect("config");
@@ -36,6 +41,11 @@ fn child_replica() {
 }
 
 fn spawn(config: &std::path::Path, region: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(config, region))
+        .expect("replica log");
     Command::new(std::env::current_exe().expect("exe"))
         .args([
             "--exact",
@@ -46,9 +56,20 @@ fn spawn(config: &std::path::Path, region: &str) -> Child {
         .env(CHILD_CONFIG, config)
         .env(CHILD_REGION, region)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn child replica")
+}
+
+fn log_path(config: &std::path::Path, region: &str) -> std::path::PathBuf {
+    config.with_file_name(format!("{region}.log"))
+}
+
+/// The last lines a replica logged, for a failure message.
+fn log_tail(config: &std::path::Path, region: &str) -> String {
+    let text = std::fs::read_to_string(log_path(config, region)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn free_addr() -> SocketAddr {
@@ -163,7 +184,12 @@ async fn kill_9_during_pushes_and_replication_loses_nothing_acknowledged() {
             assert!(ok.is_some(), "{tag} missing in {name} after kill -9");
             for b in std::iter::once(&img.config).chain(img.layers.iter()) {
                 let r = c.get(&format!("/v2/crash/app/blobs/{}", sha256(b))).await;
-                assert_eq!(r.status(), 200, "{tag}: blob missing in {name}");
+                assert_eq!(
+                    r.status(),
+                    200,
+                    "{tag}: blob missing in {name}; its log ends:\n{}",
+                    log_tail(&path, name)
+                );
                 assert_eq!(
                     r.bytes().await.expect("bytes").as_ref(),
                     b.as_slice(),

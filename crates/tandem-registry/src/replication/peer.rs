@@ -329,7 +329,14 @@ impl Peers {
         let futs = self.list.iter().map(|p| {
             let key = key.clone();
             async move {
-                match p.register(&key, self.timeout).await {
+                // One retry: the first attempt may land on a pooled connection to a peer
+                // process that has since restarted.
+                let mut r = p.register(&key, self.timeout).await;
+                if r.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    r = p.register(&key, self.timeout).await;
+                }
+                match r {
                     Ok(Some(e)) => Some((p.clone(), e)),
                     Ok(None) => None,
                     Err(err) => {
@@ -408,7 +415,13 @@ impl Peers {
             return false;
         }
         // No overall timeout on the transfer itself: a large layer takes as long as it takes.
-        match peer.fetch_content(core, digest, &self.part_dir).await {
+        // One retry on a transport error (a stale pooled connection); the download resumes.
+        let mut fetched = peer.fetch_content(core, digest, &self.part_dir).await;
+        if fetched.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            fetched = peer.fetch_content(core, digest, &self.part_dir).await;
+        }
+        match fetched {
             Ok(Fetched::Stored) => core.apply_remote(vec![(key, e)]).await.is_ok(),
             Ok(Fetched::NotFound) => false,
             Err(err) => {
