@@ -1,6 +1,6 @@
 //! One request's evaluation against a [`RuleSet`], with ModSecurity's phase semantics.
 //!
-//! The request's parts are copied once into [`Data`]; rules then read them through
+//! The request's parts are copied once into `Data`; rules then read them through
 //! lightweight descriptors, so enumerating a collection allocates nothing. Transformation
 //! results are cached per (transformation-chain prefix, value) for the whole transaction:
 //! CRS applies the same few chains (`urlDecodeUni`, `lowercase`, ...) to the same values in
