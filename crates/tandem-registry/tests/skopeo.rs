@@ -1,7 +1,7 @@
 //! A real client: skopeo copies an image (built here into an `oci:` layout, nothing downloaded)
 //! into the eastus replica, inspects it and copies it back out of the westus replica; the
-//! digests are equal. Needs Debian's `skopeo`; skipped with a message when missing (fails under
-//! `TANDEM_CI=1`).
+//! digests are equal; podman pulls from one replica and pushes to the other. Needs Debian's
+//! `skopeo` and `podman`; skipped with a message when missing (fails under `TANDEM_CI=1`).
 
 mod common;
 
@@ -233,4 +233,121 @@ fn hand_built_tar_is_valid() {
     let t = tar_with("a.txt", b"abc");
     assert_eq!(t.len() % 512, 0);
     assert_eq!(&t[257..262], b"ustar");
+}
+
+/// podman (Debian's, with its own throw-away storage in vfs mode so no daemon, overlay mount
+/// or container runtime is involved): pull an image from the westus replica, tag it and push
+/// it to eastus with credentials; the push replicates back and every layer it names is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_pulls_from_westus_and_pushes_to_eastus() {
+    if !common::have_tool("podman") || !common::have_tool("skopeo") {
+        return;
+    }
+    let lab = Lab::start(&["eastus", "westus"], Opts::default()).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("src");
+    build_layout(&src);
+    let creds = format!("{USER}:{PASSWORD}");
+    let east = lab.nodes[0].addr;
+    let west = lab.nodes[1].addr;
+    {
+        let (s, d, c) = (
+            format!("oci:{}:v1", src.display()),
+            format!("docker://{east}/lab/pod:v1"),
+            creds.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            skopeo(&[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &c,
+                &s,
+                &d,
+            ])
+        })
+        .await
+        .expect("seed image");
+    }
+    let root = tmp.path().join("podman");
+    let podman = move |args: Vec<String>| {
+        let mut base: Vec<String> = [
+            "--root",
+            &root.join("root").display().to_string(),
+            "--runroot",
+            &root.join("run").display().to_string(),
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+            "--cgroup-manager",
+            "cgroupfs",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        base.extend(args);
+        let out = Command::new("podman")
+            .args(&base)
+            .output()
+            .expect("run podman");
+        assert!(
+            out.status.success(),
+            "podman {base:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let from = format!("{west}/lab/pod:v1");
+    let to = format!("{east}/lab/pod:from-podman");
+    let (p, c, f, t) = (podman.clone(), creds.clone(), from.clone(), to.clone());
+    tokio::task::spawn_blocking(move || {
+        // westus serves it by replication or read-through.
+        p(vec![
+            "pull".into(),
+            "--tls-verify=false".into(),
+            "--creds".into(),
+            c.clone(),
+            f.clone(),
+        ]);
+        p(vec!["tag".into(), f, t.clone()]);
+        p(vec![
+            "push".into(),
+            "--tls-verify=false".into(),
+            "--creds".into(),
+            c,
+            t,
+        ]);
+    })
+    .await
+    .expect("podman");
+    // The pushed manifest is complete in eastus and replicates to westus.
+    let pushed = lab
+        .client(0)
+        .tag_digest("lab/pod", "from-podman")
+        .await
+        .expect("podman's push is tagged in eastus");
+    let west_client = lab.client(1);
+    let replicated = eventually(Duration::from_secs(20), || async {
+        west_client.tag_digest("lab/pod", "from-podman").await
+    })
+    .await
+    .expect("podman's push replicated to westus");
+    assert_eq!(pushed, replicated);
+    let c = creds.clone();
+    let raw = tokio::task::spawn_blocking(move || {
+        skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            &c,
+            &format!("docker://{west}/lab/pod:from-podman"),
+        ])
+    })
+    .await
+    .expect("inspect");
+    let v: serde_json::Value = serde_json::from_str(&raw).expect("inspect json");
+    assert_eq!(v["Layers"].as_array().map(|l| l.len()), Some(2), "{v}");
+    lab.shutdown().await;
 }
