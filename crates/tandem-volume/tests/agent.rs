@@ -245,3 +245,87 @@ fn retention_keeps_what_kept_snapshots_need() {
         assert_eq!(&manifest(&out), m);
     }
 }
+
+/// The way back: after westus's standby was activated and took writes, `reverse` replicates it
+/// into eastus's repository and keeps eastus's old directory as its standby; activating that
+/// makes eastus live again with everything westus wrote, and fences westus.
+#[test]
+fn reverse_replicates_the_activated_standby_back_and_fails_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(tmp.path(), "");
+    let fwd = Arc::new(spec(&cfg));
+    let rev = Arc::new(
+        tandem_volume::VolumeSpec::new(&cfg, &cfg.volumes[0], tandem_volume::Direction::Reverse)
+            .expect("reverse spec"),
+    );
+    populate(&fwd.source);
+    let rt = rt();
+    let status = Arc::new(Status::new());
+    let east = CancellationToken::new();
+    let west = CancellationToken::new();
+    rt.spawn(run_agent(
+        fwd.clone(),
+        status.clone(),
+        AgentOptions::default(),
+        east.clone(),
+    ));
+    rt.spawn(run_standby(fwd.clone(), status.clone(), west.clone()));
+    let west_dir = fwd.standby.as_ref().expect("standby").dir.clone();
+    wait_for("the westus standby", Duration::from_secs(30), || {
+        west_dir.exists() && manifest(&west_dir) == manifest(&fwd.source)
+    });
+
+    // eastus fails: its agent stops; westus activates and takes writes.
+    east.cancel();
+    let (s, h) = (fwd.clone(), rt.handle().clone());
+    let rep = rt
+        .block_on(rt.spawn_blocking(move || activate(&s, h, false)))
+        .expect("join")
+        .expect("activate westus");
+    eprintln!("westus activated: {rep:?}");
+    std::fs::write(west_dir.join("written-in-westus"), b"while eastus was down").expect("write");
+    std::fs::remove_file(west_dir.join("hello.txt")).expect("rm");
+
+    // eastus returns: reverse replication (westus -> eastus's repository -> eastus's directory).
+    assert_eq!(rev.source, west_dir);
+    let back = CancellationToken::new();
+    let agent = rt.spawn(run_agent(
+        rev.clone(),
+        status.clone(),
+        AgentOptions::default(),
+        back.clone(),
+    ));
+    let standby = rt.spawn(run_standby(rev.clone(), status.clone(), back.clone()));
+    wait_for(
+        "westus's writes to reach eastus",
+        Duration::from_secs(60),
+        || manifest(&fwd.source) == manifest(&west_dir),
+    );
+    assert_eq!(
+        std::fs::read(fwd.source.join("written-in-westus")).expect("replicated back"),
+        b"while eastus was down"
+    );
+    assert!(status.agent_status("data/reverse").is_some());
+
+    // Fail back: activate eastus; westus's reverse agent is fenced.
+    let (s, h) = (rev.clone(), rt.handle().clone());
+    let rep = rt
+        .block_on(rt.spawn_blocking(move || activate(&s, h, true)))
+        .expect("join")
+        .expect("activate eastus");
+    eprintln!("eastus activated again: {rep:?}");
+    assert!(rep.fenced, "{rep:?}");
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), standby).await })
+        .expect("reverse standby stops after activation")
+        .expect("join")
+        .expect("standby ok");
+    std::fs::write(west_dir.join("late"), b"after failback").expect("write");
+    let r = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), agent).await })
+        .expect("reverse agent stops when fenced")
+        .expect("join");
+    assert!(matches!(r, Err(VolumeError::Fenced { .. })), "{r:?}");
+    assert!(!fwd.source.join("late").exists());
+    back.cancel();
+    west.cancel();
+}
