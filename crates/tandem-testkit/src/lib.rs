@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[cfg(feature = "s3")]
+pub mod s3;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

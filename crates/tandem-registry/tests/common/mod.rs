@@ -23,6 +23,7 @@ pub fn sha256(data: &[u8]) -> String {
 #[derive(Clone, Default)]
 pub struct Opts {
     pub registry_extra: String,
+    /// Appended to every replica's section; `{region}` is replaced by the replica's region.
     pub replica_extra: String,
 }
 
@@ -173,7 +174,7 @@ impl Lab {
             s.push_str(&format!(
                 "[registry.replicas.{r}]\nlisten = \"{a}\"\nurl = \"http://{u}\"\ndata_dir = \"{}\"\n{}\n",
                 dir.join(r).display(),
-                opts.replica_extra
+                opts.replica_extra.replace("{region}", r)
             ));
         }
         s
