@@ -40,7 +40,26 @@ fn child_replica() {
     });
 }
 
-fn spawn(config: &std::path::Path, region: &str) -> Child {
+/// A child replica that is killed when dropped, so a failing test leaves no process behind.
+struct Replica(Child);
+
+impl Replica {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path, region: &str) -> Replica {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -58,6 +77,7 @@ fn spawn(config: &std::path::Path, region: &str) -> Child {
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Replica)
         .expect("spawn child replica")
 }
 
