@@ -25,8 +25,22 @@ pub(crate) struct Args {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// For run, standby and reverse: serve the admin API (status page, `/api/v1/volume` with the
+    /// lag, `/metrics`) here instead of [admin] listen.
+    #[arg(long, global = true)]
+    admin: Option<std::net::SocketAddr>,
+    /// For run, standby and reverse: do not serve the admin API.
+    #[arg(long, global = true)]
+    no_admin: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Where the long-running commands serve the admin API, if anywhere.
+struct AdminPlan {
+    addr: std::net::SocketAddr,
+    regions: Vec<tandem_config::Region>,
+    token: Option<tandem_config::value::Secret>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -196,17 +210,18 @@ impl ProgressSink for Printer {
     fn finish(&self, _title: &str) {}
 }
 
-fn load(a: &ConfigArg) -> anyhow::Result<VolumeConfig> {
-    let cfg = match tandem_config::load(&a.path) {
+fn load(a: &ConfigArg) -> anyhow::Result<(VolumeConfig, tandem_config::Config)> {
+    let mut cfg = match tandem_config::load(&a.path) {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
     };
-    cfg.volume.with_context(|| {
+    let volume = cfg.volume.take().with_context(|| {
         format!(
             "{} has no [volume] section (see examples/volume.toml)",
             a.path.display()
         )
-    })
+    })?;
+    Ok((volume, cfg))
 }
 
 fn spec(cfg: &VolumeConfig, name: &str, d: Dir) -> anyhow::Result<VolumeSpec> {
@@ -303,9 +318,14 @@ impl PartialEq for Dir {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let cfg = load(&a.config)?;
+    let (cfg, full) = load(&a.config)?;
     let rt = runtime()?;
     let json = a.json;
+    let admin = (!a.no_admin).then(|| AdminPlan {
+        addr: a.admin.unwrap_or(full.admin.listen),
+        regions: full.regions.clone(),
+        token: full.admin.token.clone(),
+    });
     match a.cmd {
         Cmd::Run {
             sel,
@@ -321,7 +341,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             if agents.is_empty() && standbys.is_empty() {
                 bail!("no volume matches (check --volume, --region and --direction)");
             }
-            serve(&rt, agents, standbys, force)
+            serve(&rt, agents, standbys, force, admin)
         }
         Cmd::Standby { sel } => {
             let standbys = selected(&cfg, &sel, true)?;
@@ -330,7 +350,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                     "no volume with a standby matches (check --volume, --region and --direction)"
                 );
             }
-            serve(&rt, Vec::new(), standbys, false)
+            serve(&rt, Vec::new(), standbys, false, admin)
         }
         Cmd::Reverse { volume } => {
             let fwd = spec(&cfg, &volume, Dir::Forward)?;
@@ -340,7 +360,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                 );
             }
             let rev = spec(&cfg, &volume, Dir::Reverse)?;
-            serve(&rt, vec![rev], Vec::new(), false)
+            serve(&rt, vec![rev], Vec::new(), false, admin)
         }
         Cmd::Snapshot {
             volume,
@@ -523,6 +543,7 @@ fn serve(
     agents: Vec<VolumeSpec>,
     standbys: Vec<VolumeSpec>,
     force: bool,
+    admin: Option<AdminPlan>,
 ) -> anyhow::Result<ExitCode> {
     let status = Arc::new(Status::new());
     let cancel = CancellationToken::new();
@@ -530,6 +551,28 @@ fn serve(
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     rt.block_on(async {
         tokio::spawn(shutdown_signal(cancel.clone()));
+        let admin_task = match admin {
+            None => None,
+            Some(plan) => {
+                let mut metrics = prometheus_client::registry::Registry::default();
+                status.register(&mut metrics);
+                let component = tandem_volume::admin::VolumeComponent(status.clone());
+                let admin = tandem_admin::Admin::new(
+                    &plan.regions,
+                    plan.token,
+                    metrics,
+                    vec![Arc::new(component)],
+                );
+                let l = tandem_admin::Admin::bind(plan.addr).await.with_context(|| {
+                    format!(
+                        "serving the admin API on {} (pass --admin ADDR for another address, or --no-admin)",
+                        plan.addr
+                    )
+                })?;
+                tracing::info!(admin = %plan.addr, "admin API and status page at http://{}/", plan.addr);
+                Some(tokio::spawn(admin.serve(l, cancel.clone())))
+            }
+        };
         for s in agents {
             let (status, cancel, failed) = (status.clone(), cancel.clone(), failed.clone());
             let opts = tandem_volume::AgentOptions {
@@ -562,7 +605,13 @@ fn serve(
                 }
             }
         }
-    });
+        // Everything stopped (a signal, or every agent failed): so does the admin API.
+        cancel.cancel();
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok(if failed.load(std::sync::atomic::Ordering::SeqCst) {
         ExitCode::from(1)
     } else {
