@@ -99,9 +99,7 @@ fn main() {
             let cpu = thread_cpu_ns();
             let mut blocked = 0;
             for _ in 0..per_round {
-                let t0 = Instant::now();
                 let mut tx = Transaction::new(rs.clone(), h);
-                let t1 = t0.elapsed();
                 tx.process_request_headers();
                 if tx.interruption().is_none() {
                     tx.process_request_body(body);
@@ -110,12 +108,6 @@ fn main() {
                     blocked += 1;
                 }
                 tx.process_logging();
-                let t2 = Instant::now();
-                drop(std::mem::replace(&mut tx, Transaction::new(rs.clone(), h)));
-                let t3 = t2.elapsed();
-                if std::env::var_os("TANDEM_WAF_PROFILE").is_some() {
-                    eprintln!("new {t1:?} drop+new {t3:?}");
-                }
                 stats[ci] = (
                     blocked,
                     tx.rules_evaluated(),
