@@ -61,7 +61,12 @@ fn main() {
         .or_else(tandem_waf::ftw::default_crs_dir)
         .expect("CRS dir");
     let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(14000);
-    let rs = Arc::new(tandem_waf::ftw::load_crs(&dir, "SecRuleEngine On\n").expect("CRS loads"));
+    let mut rs = tandem_waf::ftw::load_crs(&dir, "SecRuleEngine On\n").expect("CRS loads");
+    // TANDEM_WAF_PREFILTER=0 measures the same transactions without the literal prefilter.
+    if std::env::var("TANDEM_WAF_PREFILTER").as_deref() == Ok("0") {
+        rs.set_literal_prefilter(false);
+    }
+    let rs = Arc::new(rs);
     println!(
         "prefilter: {:?} (links, with a prefilter, decided per rule); literals {:?}",
         rs.prefilter_stats(),
