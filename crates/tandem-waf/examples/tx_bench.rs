@@ -86,6 +86,12 @@ fn main() {
         ),
         ("GET attack", head("GET", "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--", &[]), Vec::new()),
     ];
+    // TANDEM_RESPONSE=1: also the response phases, as the edge runs them.
+    let full = std::env::var("TANDEM_RESPONSE").as_deref() == Ok("1");
+    let resp_headers: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"Content-Type".to_vec(), b"text/plain".to_vec()),
+        (b"Content-Length".to_vec(), b"64".to_vec()),
+    ];
     let only = std::env::var("TANDEM_CASE").ok();
     let cases: Vec<_> = cases
         .into_iter()
@@ -111,6 +117,11 @@ fn main() {
                 }
                 if tx.interruption().is_some() {
                     blocked += 1;
+                } else if full {
+                    // The rest of the edge's sequence: the origin's response headers, no
+                    // response body inspection.
+                    tx.process_response_headers(200, "HTTP/1.1", &resp_headers);
+                    tx.process_response_body(&[]);
                 }
                 tx.process_logging();
                 stats[ci] = (
