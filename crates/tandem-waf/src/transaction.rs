@@ -1264,8 +1264,13 @@ impl Transaction {
                 }
                 break;
             }
-            if rule.actions.skip_after.is_some() {
-                i = rule.skip_after_index.unwrap_or(items.len()).max(i + 1);
+            if let Some(name) = &rule.actions.skip_after {
+                // Resolved at load; looked up by name for a rule the loader could not annotate.
+                i = rule
+                    .skip_after_index
+                    .or_else(|| rs.skip_target(phase, name))
+                    .unwrap_or(items.len())
+                    .max(i + 1);
                 continue;
             }
             if rule.actions.skip > 0 {
