@@ -1,50 +1,130 @@
 #!/usr/bin/env bash
 # The WAF benchmark: the same origin behind
-#   1. Tandem with the WAF off,
-#   2. Tandem with CRS at paranoia level 1 in prevention mode,
-#   3. nginx with ModSecurity v3 and the same CRS rules (Debian's libnginx-mod-http-modsecurity),
-# for a benign mix and a mix with attack payloads, in one run; prints throughput and p99
-# latency side by side and as ratios.
+#   1. `tandem edge` with the WAF off,
+#   2. `tandem edge` with CRS at paranoia level 1 in prevention mode (a [waf] policy on the
+#      route),
+#   3. nginx with ModSecurity v3 and the same CRS files (Debian's libnginx-mod-http-modsecurity),
+# for a benign mix and a mix with attack payloads (bench/waf/mix.lua), in one run. Prints the
+# median over REPS repetitions of requests per second, p99 latency and the server's CPU time
+# per request, and the ratios the goals are about.
 #
-# Each server gets one worker on CPU 1 (taskset); wrk and the origin share CPU 0. Needs the
-# Debian packages wrk, nginx-light (or nginx) and libnginx-mod-http-modsecurity.
+#   bench/waf/run.sh [CRS_DIR]            # default: third_party/crs, else shared/crs
+#   REPS=3 DURATION=10 bench/waf/run.sh
+#   TANDEM_BIN=target/release/tandem bench/waf/run.sh     # skip the build
 #
-#   bench/waf/run.sh [CRS_DIR]        (default: shared/crs next to the repository)
-#   DURATION=20s CONNECTIONS=32 bench/waf/run.sh
+# Made comparable as bench/edge/run.sh does: each server has one worker (`--threads 1`,
+# `worker_processes 1`) pinned to PROXY_CPU (default 1); wrk (-t1) and the origin (an nginx
+# answering 64 bytes) are pinned to LOAD_CPU (default 0); every measurement follows a
+# WARMUP-second run on the same server; the servers take turns within each repetition.
+# Both WAFs log their matches (Tandem at `--log warn`, nginx's error_log at warn). On a
+# shared machine requests per second swing with other people's load; CPU µs per request
+# (the server's user+system time over the run divided by the requests it answered) is the
+# steadier figure.
 #
-# Until the edge serves WAF policies, "Tandem" here is crates/tandem-waf/examples/waf_proxy.rs,
-# a hyper HTTP/1.1 proxy that calls the WAF exactly as the edge does.
+# Needs Debian's wrk, nginx-light (or nginx), libnginx-mod-http-modsecurity, curl,
+# util-linux (taskset).
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-crs="${1:-${TANDEM_CRS_DIR:-$root/../shared/crs}}"
-[ -d "$crs/rules" ] || crs="$root/../../shared/crs"
-[ -d "$crs/rules" ] || { echo "no CRS copy at $crs; pass its path" >&2; exit 1; }
-crs="$(cd "$crs" && pwd)"
-duration="${DURATION:-10s}"
-conns="${CONNECTIONS:-32}"
-for tool in wrk nginx taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx-light libnginx-mod-http-modsecurity" >&2; exit 1; }
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+REPS=${REPS:-3}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+BASE=${BASE_PORT:-18100}
+here=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$here/../.." && pwd)
+crs="${1:-${TANDEM_CRS_DIR:-$ROOT/third_party/crs}}"
+[[ -d "$crs/rules" ]] || crs="$ROOT/../shared/crs"
+[[ -d "$crs/rules" ]] || crs="$ROOT/../../shared/crs"
+[[ -d "$crs/rules" ]] || { echo "no CRS copy found; pass its path" >&2; exit 1; }
+crs=$(cd "$crs" && pwd)
+
+for t in wrk nginx taskset curl; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y wrk nginx-light libnginx-mod-http-modsecurity curl util-linux" >&2; exit 1; }
 done
-modsec_so="$(ls /usr/share/nginx/modules/ngx_http_modsecurity_module.so /usr/lib/nginx/modules/ngx_http_modsecurity_module.so 2>/dev/null | head -1 || true)"
-[ -n "$modsec_so" ] || { echo "missing libnginx-mod-http-modsecurity" >&2; exit 1; }
+modsec_so=$(ls /usr/share/nginx/modules/ngx_http_modsecurity_module.so /usr/lib/nginx/modules/ngx_http_modsecurity_module.so 2>/dev/null | head -1 || true)
+[[ -n "$modsec_so" ]] || { echo "missing libnginx-mod-http-modsecurity" >&2; exit 1; }
+if (( $(nproc) < 2 )); then PROXY_CPU=0; LOAD_CPU=0; fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-cargo build --release -q -p tandem-waf --example waf_proxy --manifest-path "$root/Cargo.toml"
-proxy="$CARGO_TARGET_DIR/release/examples/waf_proxy"
+if [[ -z "${TANDEM_BIN:-}" ]]; then
+  (cd "$ROOT" && cargo build --release -q -p tandem >&2)
+  TANDEM_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tandem"
+fi
 
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; rm -rf "$work"; }
+WORK=$(mktemp -d /tmp/tandem-waf-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
-O=18080; OFF=18081; CRS=18082; NGX=18083
-taskset -c 0 "$proxy" origin "127.0.0.1:$O" & pids+=($!)
-taskset -c 1 "$proxy" proxy "127.0.0.1:$OFF" "127.0.0.1:$O" off "$crs" & pids+=($!)
-taskset -c 1 "$proxy" proxy "127.0.0.1:$CRS" "127.0.0.1:$O" prevention "$crs" 1 & pids+=($!)
+ORIGIN=$BASE; OFF=$((BASE + 1)); CRS=$((BASE + 2)); NGX=$((BASE + 3))
+OFF_ADMIN=$((BASE + 11)); CRS_ADMIN=$((BASE + 12))
 
-cat > "$work/modsec.conf" <<CONF
+# --- origin ---------------------------------------------------------------------------------
+mkdir -p "$WORK/origin"
+cat > "$WORK/origin/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/origin/nginx.pid;
+error_log $WORK/origin/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/origin/body;
+  server {
+    listen 127.0.0.1:$ORIGIN reuseport backlog=4096;
+    location / { default_type text/plain; return 200 "0123456789012345678901234567890123456789012345678901234567890123"; }
+  }
+}
+EOF
+taskset -c "$LOAD_CPU" nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" & PIDS+=($!)
+
+# --- tandem edge, WAF off and CRS PL1 prevention ---------------------------------------------
+tandem_conf() { # port waf-line
+  cat <<EOF
+[regions.bench]
+
+[edge]
+access_log = false
+
+[edge.instances.bench]
+http = ["127.0.0.1:$1"]
+
+[edge.routes.all]
+domains = ["*"]
+http = "serve"
+group = "origin"
+$2
+
+[edge.groups.origin]
+[[edge.groups.origin.origins]]
+name = "origin"
+address = "127.0.0.1:$ORIGIN"
+
+[waf]
+crs = "$crs"
+
+[waf.policies.crs]
+mode = "prevention"
+paranoia_level = 1
+EOF
+}
+tandem_conf "$OFF" "" > "$WORK/off.toml"
+tandem_conf "$CRS" 'waf = "crs"' > "$WORK/crs.toml"
+taskset -c "$PROXY_CPU" "$TANDEM_BIN" --log warn edge -c "$WORK/off.toml" --region bench --threads 1 \
+  --admin "127.0.0.1:$OFF_ADMIN" --access-log off 2>"$WORK/off.log" & PID_off=$!; PIDS+=($PID_off)
+taskset -c "$PROXY_CPU" "$TANDEM_BIN" --log warn edge -c "$WORK/crs.toml" --region bench --threads 1 \
+  --admin "127.0.0.1:$CRS_ADMIN" --access-log off 2>"$WORK/crs.log" & PID_crs=$!; PIDS+=($PID_crs)
+
+# --- nginx + ModSecurity v3 + the same CRS ----------------------------------------------------
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/modsec.conf" <<EOF
 SecRuleEngine On
 SecRequestBodyAccess On
 SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
@@ -58,23 +138,24 @@ SecAuditEngine Off
 SecDebugLogLevel 0
 Include $crs/crs-setup.conf.example
 Include $crs/rules/*.conf
-CONF
-cat > "$work/nginx.conf" <<CONF
+EOF
+cat > "$WORK/nginx/nginx.conf" <<EOF
 load_module $modsec_so;
 worker_processes 1;
-worker_cpu_affinity 10;
-pid $work/nginx.pid;
-error_log $work/error.log warn;
-events { worker_connections 1024; }
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  upstream origin { server 127.0.0.1:$O; keepalive 64; }
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
   server {
-    listen 127.0.0.1:$NGX;
+    listen 127.0.0.1:$NGX backlog=4096;
     modsecurity on;
-    modsecurity_rules_file $work/modsec.conf;
+    modsecurity_rules_file $WORK/nginx/modsec.conf;
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -82,50 +163,82 @@ http {
     }
   }
 }
-CONF
-nginx -c "$work/nginx.conf" -e "$work/error.log" 2>"$work/nginx.out" || { cat "$work/nginx.out" "$work/error.log" >&2; exit 1; }
+EOF
+taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & PID_nginx=$!; PIDS+=($PID_nginx)
 
-for port in $O $OFF $CRS $NGX; do
-  for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+for port in $ORIGIN $OFF $CRS $NGX; do
+  ok=0
+  for _ in $(seq 1 300); do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then ok=1; break; fi
     sleep 0.1
+  done
+  (( ok )) || { echo "port $port did not come up" >&2; cat "$WORK"/*.log "$WORK"/nginx/error.log >&2 || true; exit 1; }
+done
+worker_nginx=$(pgrep -P "$PID_nginx" | head -1)
+declare -A CPU_PID=([off]=$PID_off [crs]=$PID_crs [nginx]=$worker_nginx)
+declare -A PORT=([off]=$OFF [crs]=$CRS [nginx]=$NGX)
+declare -A LABEL=([off]="Tandem edge, WAF off" [crs]="Tandem edge, CRS PL1 prevention" [nginx]="nginx + ModSecurity v3, CRS PL1")
+
+# Sanity: both WAFs refuse an attack and pass a benign request; the WAF-off edge passes both.
+attack="/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--"
+for s in crs nginx off; do
+  want=403; [[ $s == off ]] && want=200
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$s]}$attack")
+  [[ "$code" == "$want" ]] || { echo "$s answered $code to an SQL injection (wanted $want)" >&2; exit 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' -A 'Mozilla/5.0' "http://127.0.0.1:${PORT[$s]}/products?page=2")
+  [[ "$code" == 200 ]] || { echo "$s answered $code to a benign request" >&2; exit 1; }
+done
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+measure() { # server mix -> "rps p99ms cpu_us_per_req non2xx_share"
+  local s=$1 mix=$2 url="http://127.0.0.1:${PORT[$1]}"
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$here/mix.lua" "$url" -- "$mix" >/dev/null
+  local t0 out t1
+  t0=$(ticks "${CPU_PID[$s]}")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$here/mix.lua" "$url" -- "$mix")
+  t1=$(ticks "${CPU_PID[$s]}")
+  local n rps p99 bad
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); bad=${bad:-0}
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  awk -v r="$rps" -v p="$p99" -v n="$n" -v b="$bad" -v d="$((t1 - t0))" -v hz="$hz" 'BEGIN { printf "%s %s %.1f %.3f\n", r, p, (n > 0 ? d * 1e6 / hz / n : 0), (n > 0 ? b / n : 0) }'
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
+
+echo "CRS: $crs; $REPS repetitions of ${DURATION}s (after ${WARMUP}s warm-up), wrk -t1 -c$CONNS; servers on CPU $PROXY_CPU, load and origin on CPU $LOAD_CPU" >&2
+declare -A RPS P99 CPU
+servers=(off crs nginx)
+for rep in $(seq 1 "$REPS"); do
+  for mix in benign attack; do
+    for i in 0 1 2; do
+      s=${servers[$(( (i + rep) % 3 ))]}
+      read -r r p c b < <(measure "$s" "$mix")
+      RPS[$mix-$s]+="$r "; P99[$mix-$s]+="$p "; CPU[$mix-$s]+="$c "
+      echo "  rep $rep $mix $s: $r req/s, p99 $p ms, $c CPU µs/req, non-2xx share $b" >&2
+    done
   done
 done
 
-# Sanity: an attack is refused by both WAFs, a benign request is not.
-attack="http://127.0.0.1:PORT/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--"
-for port in $CRS $NGX; do
-  code="$(curl -s -o /dev/null -w '%{http_code}' "${attack/PORT/$port}")"
-  [ "$code" = 403 ] || echo "warning: port $port answered $code to an SQL injection" >&2
-  code="$(curl -s -o /dev/null -w '%{http_code}' -A 'Mozilla/5.0' "http://127.0.0.1:$port/products?page=2")"
-  [ "$code" = 200 ] || echo "warning: port $port answered $code to a benign request" >&2
-done
-
-run() { # port mix -> "rps p99ms"
-  local out
-  out="$(taskset -c 0 wrk -t1 -c"$conns" -d"$duration" --latency -s "$here/mix.lua" "http://127.0.0.1:$1" -- "$2")"
-  local rps p99
-  rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
-  p99="$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")"
-  echo "$rps $p99"
-}
-
-printf '%-8s %-34s %12s %10s\n' mix server "req/s" "p99 ms"
-declare -A R P
+printf '\n%-7s %-34s %10s %9s %12s\n' mix server "req/s" "p99 ms" "CPU µs/req"
+declare -A MR MP MC
 for mix in benign attack; do
-  for s in off:$OFF crs:$CRS nginx:$NGX; do
-    name="${s%%:*}"; port="${s##*:}"
-    read -r rps p99 < <(run "$port" "$mix")
-    R[$mix-$name]="$rps"; P[$mix-$name]="$p99"
-    label=$([ "$name" = off ] && echo "Tandem, WAF off" || ([ "$name" = crs ] && echo "Tandem, CRS PL1 prevention" || echo "nginx + ModSecurity v3, CRS PL1"))
-    printf '%-8s %-34s %12.0f %10.2f\n' "$mix" "$label" "$rps" "$p99"
+  for s in off crs nginx; do
+    MR[$mix-$s]=$(median <<<"${RPS[$mix-$s]}")
+    MP[$mix-$s]=$(median <<<"${P99[$mix-$s]}")
+    MC[$mix-$s]=$(median <<<"${CPU[$mix-$s]}")
+    printf '%-7s %-34s %10.0f %9.2f %12.1f\n' "$mix" "${LABEL[$s]}" "${MR[$mix-$s]}" "${MP[$mix-$s]}" "${MC[$mix-$s]}"
   done
 done
 echo
 for mix in benign attack; do
-  awk -v m="$mix" -v off="${R[$mix-off]}" -v crs="${R[$mix-crs]}" -v ngx="${R[$mix-nginx]}" \
-      -v poff="${P[$mix-off]}" -v pcrs="${P[$mix-crs]}" -v pngx="${P[$mix-nginx]}" 'BEGIN {
-    printf "%-7s Tandem+CRS / nginx+ModSecurity: throughput %.2fx, p99 %.2fx (lower is better)\n", m, crs/ngx, pcrs/pngx
-    printf "%-7s WAF cost in Tandem: throughput %.0f%% of WAF-off (goal: above 67%%), p99 %.2fx\n", m, 100*crs/off, pcrs/poff
+  awk -v m="$mix" -v off="${MR[$mix-off]}" -v crs="${MR[$mix-crs]}" -v ngx="${MR[$mix-nginx]}" \
+      -v poff="${MP[$mix-off]}" -v pcrs="${MP[$mix-crs]}" -v pngx="${MP[$mix-nginx]}" \
+      -v coff="${MC[$mix-off]}" -v ccrs="${MC[$mix-crs]}" -v cngx="${MC[$mix-nginx]}" 'BEGIN {
+    printf "%-7s Tandem+CRS vs nginx+ModSecurity+CRS: throughput %.2fx, p99 %.2fx, CPU/req %.2fx\n", m, crs/ngx, pcrs/pngx, ccrs/cngx
+    printf "%-7s WAF in Tandem: throughput %.0f%% of WAF-off (goal: at least 67%%), p99 %.2fx, CPU/req %.2fx (WAF-off CPU share: %.0f%%)\n", m, 100*crs/off, pcrs/poff, ccrs/coff, 100*coff/ccrs
   }'
 done

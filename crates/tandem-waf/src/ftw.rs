@@ -276,14 +276,8 @@ impl Report {
     }
 }
 
-/// Run the corpus under `tests_dir` (one directory per rule file) against `rs`.
-/// `filter` keeps only rule ids for which it returns true.
-pub fn run_corpus(
-    rs: &Arc<RuleSet>,
-    tests_dir: &Path,
-    skips: &[Skip],
-    filter: &dyn Fn(u32) -> bool,
-) -> Result<Report, String> {
+/// Every test file of the corpus under `tests_dir` (one directory per rule file), sorted.
+fn corpus_files(tests_dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = Vec::new();
     let dirs = std::fs::read_dir(tests_dir)
         .map_err(|e| format!("cannot read {}: {e}", tests_dir.display()))?;
@@ -302,6 +296,81 @@ pub fn run_corpus(
         }
     }
     files.sort();
+    Ok(files)
+}
+
+/// What [`compare_corpus`] found.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// Stages served by both rule sets.
+    pub stages: usize,
+    /// Rules evaluated / skipped by the literal prefilter, summed over the stages, for each
+    /// rule set.
+    pub evaluated: (u64, u64),
+    /// See `evaluated`.
+    pub prefiltered: (u64, u64),
+    /// One line per stage where the two disagreed (status, log or TX collection).
+    pub differences: Vec<String>,
+}
+
+/// Serve every stage of the corpus with two rule sets (the same rules, loaded with different
+/// engine options, e.g. with and without the literal prefilter) and report every stage where
+/// the outcome differs: the status, the log (rule ids, messages, matched data) or the final
+/// TX collection (anomaly scores and every variable the rules set).
+pub fn compare_corpus(
+    a: &Arc<RuleSet>,
+    b: &Arc<RuleSet>,
+    tests_dir: &Path,
+) -> Result<Comparison, String> {
+    let mut out = Comparison::default();
+    for f in corpus_files(tests_dir)? {
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let parsed: FtwFile =
+            serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        for t in &parsed.tests {
+            for (i, stage) in t.stages.iter().enumerate() {
+                let Ok(raw) = build_request(&stage.input) else {
+                    continue;
+                };
+                let (x, y) = (serve(a, &raw), serve(b, &raw));
+                out.stages += 1;
+                out.evaluated.0 += u64::from(x.evaluated);
+                out.evaluated.1 += u64::from(y.evaluated);
+                out.prefiltered.0 += u64::from(x.prefiltered);
+                out.prefiltered.1 += u64::from(y.prefiltered);
+                let what = if x.status != y.status {
+                    Some(format!("status {} vs {}", x.status, y.status))
+                } else if x.log != y.log {
+                    Some(format!("log {} vs {}", summary(&x.log), summary(&y.log)))
+                } else if x.state != y.state {
+                    Some("TX collection differs".to_string())
+                } else {
+                    None
+                };
+                if let Some(w) = what {
+                    out.differences.push(format!(
+                        "{} test {} stage {}: {w}",
+                        f.display(),
+                        t.test_id,
+                        i + 1
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Run the corpus under `tests_dir` (one directory per rule file) against `rs`.
+/// `filter` keeps only rule ids for which it returns true.
+pub fn run_corpus(
+    rs: &Arc<RuleSet>,
+    tests_dir: &Path,
+    skips: &[Skip],
+    filter: &dyn Fn(u32) -> bool,
+) -> Result<Report, String> {
+    let files = corpus_files(tests_dir)?;
     let mut report = Report::default();
     for f in files {
         let group = f
@@ -454,6 +523,10 @@ struct StageResult {
     status: u16,
     log: String,
     error: bool,
+    /// The final TX collection, one `name=value` line each.
+    state: String,
+    evaluated: u32,
+    prefiltered: u32,
 }
 
 fn run_stage(rs: &Arc<RuleSet>, stage: &FtwStage) -> Result<(), String> {
@@ -820,6 +893,14 @@ fn serve(rs: &Arc<RuleSet>, raw: &[u8]) -> StageResult {
     }
     res.status = status;
     res.log = log;
+    for (k, v) in tx.tx_collection() {
+        res.state.push_str(&k);
+        res.state.push('=');
+        res.state.push_str(&String::from_utf8_lossy(&v));
+        res.state.push('\n');
+    }
+    res.evaluated = tx.rules_evaluated();
+    res.prefiltered = tx.rules_prefiltered();
     res
 }
 

@@ -25,12 +25,14 @@ pub mod operator;
 pub mod pattern;
 pub mod policies;
 pub mod policy;
+pub mod prefilter;
 pub mod rule;
 pub mod ruleset;
 pub mod seclang;
 pub mod template;
 pub mod transaction;
 pub mod transform;
+pub mod txvars;
 pub mod variable;
 
 pub use error::{LoadError, ParseError};

@@ -109,6 +109,11 @@ impl PhraseSet {
             .map(|m| self.phrases[m.pattern().as_usize()].as_slice())
     }
 
+    /// The phrases.
+    pub fn phrases(&self) -> &[Vec<u8>] {
+        &self.phrases
+    }
+
     /// Number of phrases.
     pub fn len(&self) -> usize {
         self.phrases.len()

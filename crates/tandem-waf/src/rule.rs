@@ -106,6 +106,8 @@ pub struct SetVar {
     pub key: Template,
     /// The lower-cased key when it has no macros.
     pub key_literal: Option<String>,
+    /// For a literal TX key: its slot in the rule set's TX layout (set at load).
+    pub slot: Option<u32>,
     /// What to do.
     pub op: SetOp,
 }
@@ -339,6 +341,7 @@ fn parse_setvar(v: &str) -> Result<SetVar, String> {
                 .as_literal()
                 .map(|k| k.to_ascii_lowercase()),
             key: Template::parse(key.trim()),
+            slot: None,
             op: SetOp::Delete,
         });
     }
@@ -367,6 +370,7 @@ fn parse_setvar(v: &str) -> Result<SetVar, String> {
             .as_literal()
             .map(|k| k.to_ascii_lowercase()),
         key: Template::parse(key.trim()),
+        slot: None,
         op,
     })
 }
@@ -538,6 +542,18 @@ pub struct Rule {
     pub line: usize,
     /// Whether this is a `SecAction` (no variables, always matches).
     pub unconditional: bool,
+    /// Literals one of which any value the operator matches contains (set at load).
+    pub prefilter: Option<crate::prefilter::Required>,
+    /// Whether the prefilter can decide for the whole rule before its values are listed:
+    /// every target is request data whose literals a transaction scans once (set at load).
+    pub prefilter_rule: bool,
+    /// Each target's id in the rule set's target table (set at load).
+    pub target_ids: Vec<u16>,
+    /// The id of this rule's list of targets (rules with the same targets share it; set at
+    /// load).
+    pub target_set: u32,
+    /// Where `skipAfter` continues in this rule's phase (set at load).
+    pub skip_after_index: Option<usize>,
 }
 
 impl Rule {

@@ -10,10 +10,14 @@ use std::sync::Arc;
 
 use crate::error::LoadError;
 use crate::operator::Operator;
+use crate::prefilter::{ByteSet, LiteralInterner, LiteralTable};
+use crate::rule::Effect;
 use crate::rule::{Actions, Disruptive, EngineMode, Rule, id_ranges};
 use crate::seclang::{Directive, parse_actions, parse_operator, parse_variables, split_directives};
 use crate::transform::Transform;
+use crate::txvars::TxLayout;
 use crate::variable::Target;
+use crate::variable::{Key, Var};
 
 /// Engine-wide settings from `Sec*` directives.
 #[derive(Debug, Clone)]
@@ -70,6 +74,9 @@ pub struct TransformTrie {
     nodes: Vec<(u16, Option<Transform>)>,
     index: HashMap<(u16, Transform), u16>,
     paths: Vec<Vec<(u16, Transform)>>,
+    /// Per node: the bytes without which the whole chain leaves a value unchanged (`None`
+    /// when some step may change any value).
+    triggers: Vec<Option<ByteSet>>,
 }
 
 impl TransformTrie {
@@ -78,7 +85,15 @@ impl TransformTrie {
             nodes: vec![(0, None)],
             index: HashMap::new(),
             paths: vec![Vec::new()],
+            triggers: vec![Some([0; 4])],
         }
+    }
+
+    /// The trigger bytes of the chain ending at `node` (see [`Transform::triggers`]).
+    pub fn triggers(&self, node: u16) -> Option<&ByteSet> {
+        self.triggers
+            .get(usize::from(node))
+            .and_then(Option::as_ref)
     }
 
     fn intern(&mut self, chain: &[Transform]) -> Result<u16, String> {
@@ -93,6 +108,13 @@ impl TransformTrie {
                     let mut path = self.paths[node as usize].clone();
                     path.push((n, t));
                     self.paths.push(path);
+                    let trig = match (self.triggers[usize::from(node)], t.triggers()) {
+                        (Some(a), Some(b)) => {
+                            Some([a[0] | b[0], a[1] | b[1], a[2] | b[2], a[3] | b[3]])
+                        }
+                        _ => None,
+                    };
+                    self.triggers.push(trig);
                     self.index.insert((node, t), n);
                     n
                 }
@@ -132,6 +154,12 @@ pub struct RuleSet {
     pub(crate) phases: [Vec<Item>; 5],
     pub(crate) markers: [HashMap<String, usize>; 5],
     pub(crate) trie: TransformTrie,
+    /// Every multi-byte literal of every rule's prefilter.
+    pub(crate) literals: LiteralTable,
+    /// The TX names the rules use literally, with their slots.
+    pub(crate) tx_layout: Arc<TxLayout>,
+    /// Whether transactions use the literal prefilter (on unless turned off for testing).
+    pub(crate) prefilter_enabled: bool,
     /// Engine settings.
     pub settings: Settings,
 }
@@ -173,8 +201,36 @@ impl RuleSet {
         self.rules().map(|r| count(r)).sum()
     }
 
+    /// How many rules (and chain links) have a literal prefilter, and how many of those the
+    /// prefilter can decide for whole (every target is scanned request data).
+    pub fn prefilter_stats(&self) -> (usize, usize, usize) {
+        let (mut links, mut with, mut whole) = (0, 0, 0);
+        for r in self.rules() {
+            let mut l = Some(r.as_ref());
+            while let Some(x) = l {
+                links += 1;
+                with += usize::from(x.prefilter.is_some());
+                whole += usize::from(x.prefilter_rule);
+                l = x.chained.as_deref();
+            }
+        }
+        (links, with, whole)
+    }
+
+    /// Turn the literal prefilter off (or on again). It never changes what matches, only how
+    /// much work a transaction does; the off switch exists to prove exactly that (the
+    /// differential corpus test) and to measure what it saves.
+    pub fn set_literal_prefilter(&mut self, on: bool) {
+        self.prefilter_enabled = on;
+    }
+
+    /// Number of distinct multi-byte literals the prefilter scans for, and the matcher used.
+    pub fn prefilter_literals(&self) -> (usize, String) {
+        (self.literals.len(), self.literals.kind())
+    }
+
     /// Where `skipAfter:name` continues in a phase: the index after the marker (or rule).
-    pub(crate) fn skip_target(&self, phase: u8, name: &str) -> Option<usize> {
+    pub fn skip_target(&self, phase: u8, name: &str) -> Option<usize> {
         self.markers
             .get(usize::from(phase.saturating_sub(1)))
             .and_then(|m| m.get(name).copied())
@@ -608,6 +664,11 @@ impl Loader {
             chained: None,
             file: file.clone(),
             line,
+            prefilter: None,
+            prefilter_rule: false,
+            target_ids: Vec::new(),
+            target_set: 0,
+            skip_after_index: None,
         };
         pending_chain.push(rule);
         if has_chain {
@@ -739,21 +800,78 @@ impl Loader {
                 &compiled,
             );
         }
-        let mut phases: [Vec<Item>; 5] = Default::default();
+        // Where skipAfter continues, per phase: after the marker (or the rule with that id).
         let mut markers: [HashMap<String, usize>; 5] = Default::default();
+        let mut lens = [0usize; 5];
         for e in &self.order {
             match e {
                 Entry::Rule(i) => {
                     let r = &self.rules[*i];
                     let p = usize::from(r.phase - 1);
-                    phases[p].push(Item::Rule(r.clone()));
-                    // skipAfter may also name a rule id: continue after that rule.
-                    markers[p].insert(r.id.to_string(), phases[p].len());
+                    lens[p] += 1;
+                    markers[p].insert(r.id.to_string(), lens[p]);
                 }
                 Entry::Marker(name) => {
                     for p in 0..5 {
-                        phases[p].push(Item::Marker(name.clone()));
-                        markers[p].insert(name.to_string(), phases[p].len());
+                        lens[p] += 1;
+                        markers[p].insert(name.to_string(), lens[p]);
+                    }
+                }
+            }
+        }
+        // Literal prefilters, target ids and skip targets, while every rule has one owner.
+        let mut literals = LiteralInterner::default();
+        let mut targets: HashMap<String, u16> = HashMap::new();
+        let mut sets: HashMap<Vec<u16>, u32> = HashMap::new();
+        let mut tx = TxLayout::default();
+        // Names the engine itself reads and writes.
+        for n in [
+            "0",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "8",
+            "9",
+            "msc_pcre_limits_exceeded",
+            "blocking_paranoia_level",
+            "detection_paranoia_level",
+            "inbound_anomaly_score_threshold",
+            "outbound_anomaly_score_threshold",
+            "blocking_inbound_anomaly_score",
+            "anomaly_score",
+        ] {
+            tx.intern(n);
+        }
+        for i in self.live_rule_indices() {
+            if let Some(r) = Arc::get_mut(&mut self.rules[i]) {
+                let p = usize::from(r.phase - 1);
+                r.skip_after_index = r
+                    .actions
+                    .skip_after
+                    .as_ref()
+                    .and_then(|n| markers[p].get(n).copied());
+                let mut link = Some(r);
+                while let Some(l) = link {
+                    prepare_link(l, &mut literals, &mut targets, &mut sets);
+                    intern_tx(l, &mut tx);
+                    link = l.chained.as_deref_mut();
+                }
+            }
+        }
+        let mut phases: [Vec<Item>; 5] = Default::default();
+        for e in &self.order {
+            match e {
+                Entry::Rule(i) => {
+                    let r = &self.rules[*i];
+                    phases[usize::from(r.phase - 1)].push(Item::Rule(r.clone()));
+                }
+                Entry::Marker(name) => {
+                    for phase in &mut phases {
+                        phase.push(Item::Marker(name.clone()));
                     }
                 }
             }
@@ -763,8 +881,63 @@ impl Loader {
             markers,
             trie: self.trie,
             settings: self.settings,
+            literals: literals
+                .build()
+                .map_err(|e| LoadError::invalid("<prefilter>", 0, e))?,
+            tx_layout: Arc::new(tx),
+            prefilter_enabled: true,
         })
     }
+}
+
+/// Give every literal TX name of a rule link a slot.
+fn intern_tx(l: &mut Rule, tx: &mut TxLayout) {
+    for t in &mut l.targets {
+        if t.var == Var::Tx
+            && let Key::Name(n) = &t.key
+        {
+            t.tx_slot = Some(tx.intern(n));
+        }
+    }
+    for e in &mut l.actions.effects {
+        if let Effect::SetVar(sv) = e
+            && sv.collection == "TX"
+            && let Some(k) = &sv.key_literal
+        {
+            sv.slot = Some(tx.intern(k));
+        }
+    }
+}
+
+/// Compile a rule link's literal prefilter and intern its targets.
+fn prepare_link(
+    l: &mut Rule,
+    literals: &mut LiteralInterner,
+    targets: &mut HashMap<String, u16>,
+    sets: &mut HashMap<Vec<u16>, u32>,
+) {
+    l.prefilter = if l.unconditional {
+        None
+    } else {
+        crate::prefilter::required(&l.op).map(|set| literals.required(&set))
+    };
+    l.target_ids = l
+        .targets
+        .iter()
+        .map(|t| {
+            let next = targets.len() as u16;
+            *targets.entry(t.display()).or_insert(next)
+        })
+        .collect();
+    let mut set = l.target_ids.clone();
+    set.sort_unstable();
+    set.dedup();
+    let next = sets.len() as u32;
+    l.target_set = *sets.entry(set).or_insert(next);
+    l.prefilter_rule = l.prefilter.is_some()
+        && !l.actions.multi_match
+        && !l.targets.is_empty()
+        && l.targets.iter().all(|t| !t.count && t.var.is_scanned());
 }
 
 enum DirError {

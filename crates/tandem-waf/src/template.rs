@@ -55,6 +55,15 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
     }
 
+    /// The literal bytes without copying, when the template is one piece of text (or empty).
+    pub fn as_literal_bytes(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [Part::Lit(s)] => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
     /// The literal text, when the template has no references.
     pub fn as_literal(&self) -> Option<String> {
         if self.is_literal() {

@@ -15,25 +15,34 @@ use indexmap::IndexMap;
 
 use crate::body::{self, Pairs};
 use crate::operator::{OpOutput, atoi};
+use crate::prefilter::{ByteSet, LiteralTable, Required, bytes_intersect, lits_intersect};
 use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, Effect, EngineMode, Rule, SetOp};
 use crate::ruleset::{Item, RuleSet};
 use crate::template::Template;
 use crate::transform::Transform;
+use crate::txvars::TxStore;
 use crate::variable::{Key, Target, Var};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
-type TxMap = IndexMap<String, Vec<u8>, foldhash::fast::FixedState>;
 
 /// The bytes a descriptor stands for.
-fn value_of<'a>(d: &'a Data, tx: &'a TxMap, link: &'a Rule, r: &'a VarRef) -> &'a [u8] {
+fn value_of<'a>(d: &'a Data, tx: &'a TxStore, link: &'a Rule, r: &'a VarRef) -> &'a [u8] {
     match &r.src {
-        Src::TxTarget(i) => match link.targets.get(usize::from(*i)).map(|t| &t.key) {
-            Some(Key::Name(k)) => tx.get(k.as_str()).map_or(&[][..], Vec::as_slice),
+        Src::TxTarget(i) => match link.targets.get(usize::from(*i)) {
+            Some(Target {
+                tx_slot: Some(id), ..
+            }) => tx.get_id(*id).unwrap_or(&[]),
+            Some(Target {
+                key: Key::Name(k), ..
+            }) => tx.get(k.as_str()).unwrap_or(&[]),
             _ => &[],
         },
         _ => d.value(r),
     }
 }
+
+/// TX names of capture groups.
+const CAPTURE_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// The request line and headers, as the edge received them.
 #[derive(Debug, Clone)]
@@ -459,6 +468,109 @@ impl TCache {
     }
 }
 
+/// What the literal prefilter found in values: one record per distinct transformed value
+/// (by where its bytes are), and the union over each (target, transformation chain).
+#[derive(Debug, Default)]
+struct Scans {
+    /// Transformed value (see [`scan_key`]) -> record.
+    by_value: FastMap<ScanKey, u32>,
+    /// (target id, chain node, all steps?) -> record.
+    by_target: FastMap<u64, u32>,
+    /// (target list id, chain node, all steps?) -> record.
+    by_set: FastMap<u64, u32>,
+    recs: Vec<ScanRec>,
+    /// Literal ids of every record, each record a sorted range.
+    pool: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ScanRec {
+    bytes: ByteSet,
+    lits: (u32, u32),
+}
+
+/// Where a transformed value's bytes are, as a key: the arena range (unique within the
+/// transaction: the arena only grows, and an empty value at an offset is told apart from the
+/// value written there next by its length), or the untransformed value's class and index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ScanKey {
+    Arena(u32, u32),
+    Base(u8, u32),
+}
+
+fn scan_key(key: (u8, u32), loc: Loc) -> Option<ScanKey> {
+    Some(match loc {
+        Loc::Arena(s, l) => ScanKey::Arena(s, l),
+        Loc::Base | Loc::Unset => ScanKey::Base(key.0, key.1),
+    })
+}
+
+impl Scans {
+    /// The record for `hay`, scanned once per `key`.
+    fn value(&mut self, lits: &LiteralTable, key: Option<ScanKey>, hay: &[u8]) -> u32 {
+        if let Some(k) = key
+            && let Some(&r) = self.by_value.get(&k)
+        {
+            return r;
+        }
+        let from = self.pool.len();
+        let bytes = lits.scan(hay, &mut self.pool);
+        let r = self.recs.len() as u32;
+        self.recs.push(ScanRec {
+            bytes,
+            lits: (from as u32, (self.pool.len() - from) as u32),
+        });
+        if let Some(k) = key {
+            self.by_value.insert(k, r);
+        }
+        r
+    }
+
+    fn lits(&self, r: &ScanRec) -> &[u32] {
+        &self.pool[r.lits.0 as usize..(r.lits.0 + r.lits.1) as usize]
+    }
+
+    fn may_match(&self, req: &Required, r: u32) -> bool {
+        let rec = &self.recs[r as usize];
+        bytes_intersect(&req.bytes, &rec.bytes) || lits_intersect(&req.lits, self.lits(rec))
+    }
+
+    /// Merge records into a new one (a target's union).
+    fn union(&mut self, parts: &[u32]) -> u32 {
+        let mut bytes: ByteSet = [0; 4];
+        let from = self.pool.len();
+        for &p in parts {
+            let rec = self.recs[p as usize];
+            for (b, x) in bytes.iter_mut().zip(rec.bytes) {
+                *b |= x;
+            }
+            let (s, l) = (rec.lits.0 as usize, rec.lits.1 as usize);
+            self.pool.extend_from_within(s..s + l);
+        }
+        self.pool[from..].sort_unstable();
+        let mut w = from;
+        for r in from..self.pool.len() {
+            if w == from || self.pool[w - 1] != self.pool[r] {
+                self.pool[w] = self.pool[r];
+                w += 1;
+            }
+        }
+        self.pool.truncate(w);
+        let r = self.recs.len() as u32;
+        self.recs.push(ScanRec {
+            bytes,
+            lits: (from as u32, (w - from) as u32),
+        });
+        r
+    }
+
+    /// Forget everything derived from request data (new data arrived).
+    fn invalidate_targets(&mut self) {
+        self.by_target.clear();
+        self.by_set.clear();
+    }
+}
+
 /// Runtime changes made by `ctl` actions.
 #[derive(Debug, Default, Clone)]
 struct Ctls {
@@ -472,7 +584,7 @@ struct Ctls {
 pub struct Transaction {
     rs: Arc<RuleSet>,
     d: Data,
-    tx: TxMap,
+    tx: TxStore,
     other_colls: FastMap<String, IndexMap<String, Vec<u8>>>,
     matched_var: Vec<u8>,
     matched_var_name: Vec<u8>,
@@ -497,6 +609,11 @@ pub struct Transaction {
     phases_done: u8,
     op_out: OpOutput,
     refs_buf: Vec<VarRef>,
+    union_refs: Vec<VarRef>,
+    union_parts: Vec<u32>,
+    union_locs: Vec<Loc>,
+    scans: Scans,
+    prefiltered: u32,
     /// Extra error-log lines (body parser errors), for tooling.
     notes: Vec<String>,
     evaluated: u32,
@@ -593,6 +710,7 @@ impl Transaction {
             d.processor = Some(BodyProcessor::Multipart);
         }
         let mode = s.engine;
+        let layout = rs.tx_layout.clone();
         let nodes = rs.trie().len();
         let request_body_access = s.request_body_access;
         let response_body_access = s.response_body_access;
@@ -600,7 +718,11 @@ impl Transaction {
         Transaction {
             rs,
             d,
-            tx: IndexMap::default(),
+            tx: {
+                let mut t = TxStore::default();
+                t.reset(&layout);
+                t
+            },
             other_colls: FastMap::default(),
             matched_var: Vec::new(),
             matched_var_name: Vec::new(),
@@ -630,6 +752,11 @@ impl Transaction {
             phases_done: 0,
             op_out: OpOutput::default(),
             refs_buf: Vec::with_capacity(64),
+            union_refs: Vec::with_capacity(64),
+            union_parts: Vec::with_capacity(64),
+            union_locs: Vec::with_capacity(16),
+            scans: Scans::default(),
+            prefiltered: 0,
             notes: Vec::new(),
             evaluated: 0,
             op_calls: 0,
@@ -674,18 +801,20 @@ impl Transaction {
 
     /// Set a TX variable before evaluation (policy settings like paranoia level).
     pub fn set_tx(&mut self, name: &str, value: &str) {
-        self.tx
-            .insert(name.to_ascii_lowercase(), value.as_bytes().to_vec());
+        self.tx.set(&name.to_ascii_lowercase(), value.as_bytes());
     }
 
     /// Set a numeric TX variable before evaluation.
     pub fn set_tx_int(&mut self, name: &str, value: i64) {
-        self.set_tx(name, &value.to_string());
+        use std::io::Write as _;
+        let v = self.tx.entry(&name.to_ascii_lowercase());
+        v.clear();
+        let _ = write!(v, "{value}");
     }
 
     /// A TX variable.
     pub fn tx(&self, name: &str) -> Option<&[u8]> {
-        self.tx.get(&name.to_ascii_lowercase()).map(Vec::as_slice)
+        self.tx.get(&name.to_ascii_lowercase())
     }
 
     /// Phase 1: request headers.
@@ -712,9 +841,152 @@ impl Transaction {
         }
         if self.interruption.is_none() && self.request_body_access && self.mode != EngineMode::Off {
             self.parse_body(body);
+            self.data_changed();
         }
         self.run_phase(2);
         self.interruption.as_ref()
+    }
+
+    /// New request or response data: scalar values may have changed, and every target's
+    /// prefilter union must be computed again.
+    fn data_changed(&mut self) {
+        for class in [16usize, 17] {
+            self.cache.dense[class].clear();
+        }
+        self.scans
+            .by_value
+            .retain(|k, _| !matches!(k, ScanKey::Base(16 | 17, _)));
+        self.scans.invalidate_targets();
+    }
+
+    /// Whether the literal prefilter lets `rule` through: some value of some target, with the
+    /// rule's transformations, contains one of its literals.
+    fn prefilter_passes(&mut self, rs: &RuleSet, rule: &Rule) -> bool {
+        let Some(req) = &rule.prefilter else {
+            return true;
+        };
+        let all_steps = rule.actions.multi_match;
+        // Rules with the same targets and transformations share one union.
+        let key =
+            u64::from(rule.target_set) << 32 | u64::from(rule.tchain) << 1 | u64::from(all_steps);
+        let u = match self.scans.by_set.get(&key) {
+            Some(&u) => u,
+            None => {
+                let steps = rs.trie().path(rule.tchain);
+                let mut parts = Vec::with_capacity(rule.targets.len());
+                for (ti, t) in rule.targets.iter().enumerate() {
+                    let Some(&tid) = rule.target_ids.get(ti) else {
+                        return true;
+                    };
+                    parts.push(self.target_union(rs, tid, t, rule.tchain, steps, all_steps));
+                }
+                let u = if let [one] = parts.as_slice() {
+                    *one
+                } else {
+                    self.scans.union(&parts)
+                };
+                self.scans.by_set.insert(key, u);
+                u
+            }
+        };
+        self.scans.may_match(req, u)
+    }
+
+    /// The literals found in every value of `t` after the chain `steps` (and after each of
+    /// its steps, for multiMatch), computed once per transaction and data change. A chain
+    /// whose trigger bytes ([`Transform::triggers`]) no value contains changes nothing, so
+    /// its union is that of the untransformed values.
+    fn target_union(
+        &mut self,
+        rs: &RuleSet,
+        tid: u16,
+        t: &Target,
+        chain: u16,
+        steps: &[(u16, Transform)],
+        all_steps: bool,
+    ) -> u32 {
+        let key = u64::from(tid) << 32 | u64::from(chain) << 1 | u64::from(all_steps);
+        if let Some(&u) = self.scans.by_target.get(&key) {
+            return u;
+        }
+        self.target_union_compute(rs, tid, t, chain, steps, all_steps, key)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn target_union_compute(
+        &mut self,
+        rs: &RuleSet,
+        tid: u16,
+        t: &Target,
+        chain: u16,
+        steps: &[(u16, Transform)],
+        all_steps: bool,
+        key: u64,
+    ) -> u32 {
+        let mut refs = std::mem::take(&mut self.union_refs);
+        let mut parts = std::mem::take(&mut self.union_parts);
+        refs.clear();
+        parts.clear();
+        // The untransformed values: their scans, and (as the chain-0 entry) their union.
+        let base_key = u64::from(tid) << 32;
+        let mut listed = false;
+        let base_union = match self.scans.by_target.get(&base_key) {
+            Some(&u) => u,
+            None => {
+                self.expand_values(t, &mut refs);
+                listed = true;
+                for r in &refs {
+                    let base = self.d.value(r);
+                    let sk = r.cache_key().and_then(|k| scan_key(k, Loc::Base));
+                    parts.push(self.scans.value(&rs.literals, sk, base));
+                }
+                let u = self.scans.union(&parts);
+                self.scans.by_target.insert(base_key, u);
+                u
+            }
+        };
+        let trig = rs.trie().triggers(chain).copied();
+        let unchanged = |scans: &Scans, rec: u32| {
+            trig.is_some_and(|tr| !bytes_intersect(&tr, &scans.recs[rec as usize].bytes))
+        };
+        let u = if chain == 0 || unchanged(&self.scans, base_union) {
+            base_union
+        } else {
+            if !listed {
+                self.expand_values(t, &mut refs);
+            }
+            let mut locs = std::mem::take(&mut self.union_locs);
+            parts.clear();
+            for r in &refs {
+                let base = self.d.value(r);
+                let ck = r.cache_key();
+                let sk = ck.and_then(|k| scan_key(k, Loc::Base));
+                let base_rec = self.scans.value(&rs.literals, sk, base);
+                if unchanged(&self.scans, base_rec) {
+                    parts.push(base_rec);
+                } else if all_steps {
+                    locs.clear();
+                    locs.push(Loc::Base);
+                    self.cache.run(base, ck, steps, Some(&mut locs));
+                    for &l in &locs {
+                        let hay = self.cache.get(base, l);
+                        let sk = ck.and_then(|k| scan_key(k, l));
+                        parts.push(self.scans.value(&rs.literals, sk, hay));
+                    }
+                } else {
+                    let l = self.cache.run(base, ck, steps, None);
+                    let hay = self.cache.get(base, l);
+                    let sk = ck.and_then(|k| scan_key(k, l));
+                    parts.push(self.scans.value(&rs.literals, sk, hay));
+                }
+            }
+            self.union_locs = locs;
+            self.scans.union(&parts)
+        };
+        self.scans.by_target.insert(key, u);
+        self.union_refs = refs;
+        self.union_parts = parts;
+        u
     }
 
     fn parse_body(&mut self, body: &[u8]) {
@@ -805,6 +1077,7 @@ impl Transaction {
         self.d.resp_protocol = protocol.as_bytes().to_vec();
         self.d.resp_headers = headers.to_vec();
         self.d.resp_content_type = header(headers, b"content-type").unwrap_or_default();
+        self.data_changed();
         self.run_phase(3);
         self.interruption.as_ref()
     }
@@ -830,6 +1103,7 @@ impl Transaction {
         if self.wants_response_body() {
             let limit = self.rs.settings.response_body_limit;
             self.d.resp_body = body[..body.len().min(limit)].to_vec();
+            self.data_changed();
         }
         self.run_phase(4);
         self.interruption.as_ref()
@@ -883,6 +1157,20 @@ impl Transaction {
     /// Rules evaluated so far.
     pub fn rules_evaluated(&self) -> u32 {
         self.evaluated
+    }
+
+    /// The TX collection in the order its variables were created (for tooling and tests).
+    pub fn tx_collection(&self) -> Vec<(String, Vec<u8>)> {
+        self.tx
+            .ordered()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    /// Rules the literal prefilter skipped so far (they could not have matched).
+    pub fn rules_prefiltered(&self) -> u32 {
+        self.prefiltered
     }
 
     /// Inbound anomaly score as CRS computed it (blocking score, else the total).
@@ -944,9 +1232,16 @@ impl Transaction {
                 i += 1;
                 continue;
             }
+            let pass =
+                !rs.prefilter_enabled || !rule.prefilter_rule || self.prefilter_passes(&rs, rule);
+            if !pass {
+                self.prefiltered += 1;
+                i += 1;
+                continue;
+            }
             self.evaluated += 1;
             self.matched_vars.clear();
-            let matched = self.eval_chain(rule, rule);
+            let matched = self.eval_chain(&rs, rule, rule);
             since_check += 1;
             if since_check >= 16 {
                 since_check = 0;
@@ -970,8 +1265,10 @@ impl Transaction {
                 break;
             }
             if let Some(name) = &rule.actions.skip_after {
-                i = rs
-                    .skip_target(phase, name)
+                // Resolved at load; looked up by name for a rule the loader could not annotate.
+                i = rule
+                    .skip_after_index
+                    .or_else(|| rs.skip_target(phase, name))
                     .unwrap_or(items.len())
                     .max(i + 1);
                 continue;
@@ -993,12 +1290,12 @@ impl Transaction {
     }
 
     /// Evaluate a chain link and the rest of its chain; true when every link matched.
-    fn eval_chain(&mut self, starter: &Rule, link: &Rule) -> bool {
-        if !self.eval_link(starter, link) {
+    fn eval_chain(&mut self, rs: &RuleSet, starter: &Rule, link: &Rule) -> bool {
+        if !self.eval_link(rs, starter, link) {
             return false;
         }
         match &link.chained {
-            Some(next) => self.eval_chain(starter, next),
+            Some(next) => self.eval_chain(rs, starter, next),
             None => true,
         }
     }
@@ -1076,12 +1373,11 @@ impl Transaction {
 
     /// Evaluate one link: every target value through the transformations and the operator.
     /// Effects run for each matching value, as in ModSecurity.
-    fn eval_link(&mut self, starter: &Rule, link: &Rule) -> bool {
+    fn eval_link(&mut self, rs: &RuleSet, starter: &Rule, link: &Rule) -> bool {
         if link.unconditional {
             self.run_effects(starter, link);
             return true;
         }
-        let rs = self.rs.clone();
         let steps = rs.trie().path(link.tchain);
         let expanded: Vec<u8>;
         let arg: &[u8] = match (&link.op.literal, link.op.template()) {
@@ -1135,24 +1431,34 @@ impl Transaction {
                 } else {
                     let l = self.cache.run(base, key, steps, None);
                     let v = self.cache.get(base, l);
-                    let m = link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
-                    hit = m.then(|| v.to_vec());
+                    // The literal prefilter for this one value (its scan is shared by every
+                    // rule that looks at the same transformed value).
+                    let skip = match (&link.prefilter, key) {
+                        (Some(req), Some(k)) if rs.prefilter_enabled => {
+                            let r = self.scans.value(&rs.literals, scan_key(k, l), v);
+                            !self.scans.may_match(req, r)
+                        }
+                        _ => false,
+                    };
+                    if skip {
+                        hit = None;
+                    } else {
+                        let m =
+                            link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
+                        hit = m.then(|| v.to_vec());
+                    }
                 }
                 if op_out.limit_exceeded {
                     self.limit_exceeded = true;
-                    self.tx
-                        .insert("msc_pcre_limits_exceeded".into(), b"1".to_vec());
+                    self.tx.set("msc_pcre_limits_exceeded", b"1");
                 }
                 if hit.is_some() && capture && !link.op.negated {
-                    for i in 0..10 {
-                        let key = i.to_string();
+                    for (i, name) in CAPTURE_NAMES.iter().enumerate() {
                         match op_out.captures.get(i) {
-                            Some(Some(c)) => {
-                                self.tx.insert(key, c.clone());
-                            }
+                            Some(Some(c)) => self.tx.set(name, c),
                             _ => {
                                 if i < op_out.captures.len() || !op_out.captures.is_empty() {
-                                    self.tx.shift_remove(&key);
+                                    self.tx.remove(name);
                                 }
                             }
                         }
@@ -1191,6 +1497,48 @@ impl Transaction {
                         }
                     };
                     let coll = sv.collection.as_str();
+                    // The common TX cases write into the existing value's buffer.
+                    if coll == "TX" && !matches!(sv.op, SetOp::Delete) {
+                        let n = match &sv.op {
+                            SetOp::Add(t) | SetOp::Sub(t) => {
+                                let current = match sv.slot {
+                                    Some(id) => self.tx.get_id(id),
+                                    None => self.tx.get(key),
+                                }
+                                .map(atoi)
+                                .unwrap_or(0);
+                                let delta = self.expand_int(t, starter);
+                                Some(if matches!(sv.op, SetOp::Add(_)) {
+                                    current.saturating_add(delta)
+                                } else {
+                                    current.saturating_sub(delta)
+                                })
+                            }
+                            _ => None,
+                        };
+                        let literal = match &sv.op {
+                            SetOp::Set(t) => t.as_literal_bytes(),
+                            _ => None,
+                        };
+                        let expanded = match (&sv.op, n, literal) {
+                            (SetOp::Set(t), None, None) => Some(self.expand(t, Some(starter))),
+                            _ => None,
+                        };
+                        let slot = match sv.slot.and_then(|id| self.tx.slot_mut(id)) {
+                            Some(slot) => slot,
+                            None => self.tx.entry(key),
+                        };
+                        slot.clear();
+                        if let Some(n) = n {
+                            use std::io::Write as _;
+                            let _ = write!(slot, "{n}");
+                        } else if let Some(l) = literal {
+                            slot.extend_from_slice(l);
+                        } else if let Some(e) = expanded {
+                            *slot = e;
+                        }
+                        continue;
+                    }
                     let new: Option<Vec<u8>> = match &sv.op {
                         SetOp::Set(t) => Some(self.expand(t, Some(starter))),
                         SetOp::Add(t) | SetOp::Sub(t) => {
@@ -1207,15 +1555,8 @@ impl Transaction {
                     };
                     if coll == "TX" {
                         match new {
-                            Some(v) => match self.tx.get_mut(key) {
-                                Some(slot) => *slot = v,
-                                None => {
-                                    self.tx.insert(key.to_string(), v);
-                                }
-                            },
-                            None => {
-                                self.tx.shift_remove(key);
-                            }
+                            Some(v) => self.tx.set(key, &v),
+                            None => self.tx.remove(key),
                         }
                     } else {
                         self.coll_set(coll, key.to_string(), new);
@@ -1232,7 +1573,7 @@ impl Transaction {
 
     fn coll_get(&self, coll: &str, key: &str) -> Option<&[u8]> {
         if coll == "TX" {
-            self.tx.get(key).map(Vec::as_slice)
+            self.tx.get(key)
         } else {
             self.other_colls
                 .get(coll)
@@ -1242,27 +1583,21 @@ impl Transaction {
     }
 
     fn coll_set(&mut self, coll: &str, key: String, v: Option<Vec<u8>>) {
-        let map = if coll == "TX" {
-            &mut self.tx
-        } else {
-            // Non-TX collections live for this transaction only; see docs/waf.md.
-            let c = self.other_colls.entry(coll.to_string()).or_default();
+        if coll == "TX" {
             match v {
-                Some(v) => {
-                    c.insert(key, v);
-                }
-                None => {
-                    c.shift_remove(&key);
-                }
+                Some(v) => self.tx.set(&key, &v),
+                None => self.tx.remove(&key),
             }
             return;
-        };
+        }
+        // Non-TX collections live for this transaction only; see docs/waf.md.
+        let c = self.other_colls.entry(coll.to_string()).or_default();
         match v {
             Some(v) => {
-                map.insert(key, v);
+                c.insert(key, v);
             }
             None => {
-                map.shift_remove(&key);
+                c.shift_remove(&key);
             }
         }
     }
@@ -1366,6 +1701,75 @@ impl Transaction {
         }
     }
 
+    /// Every value of a scanned target ([`Var::is_scanned`]), ignoring exclusions (the
+    /// prefilter's union over them is a superset of what any rule with the target sees).
+    fn expand_values(&self, t: &Target, out: &mut Vec<VarRef>) {
+        let v = t.var;
+        let mut pairs = |store: Store, names: bool| {
+            for (i, (n, _)) in self.d.pairs(store).iter().enumerate() {
+                if t.key.selects(n) {
+                    out.push(VarRef {
+                        src: Src::Pair(store, i as u32, names),
+                        var: v,
+                        name: Vec::new(),
+                    });
+                }
+            }
+        };
+        match v {
+            Var::Args => {
+                pairs(Store::ArgsGet, false);
+                pairs(Store::ArgsPost, false);
+            }
+            Var::ArgsGet => pairs(Store::ArgsGet, false),
+            Var::ArgsPost => pairs(Store::ArgsPost, false),
+            Var::ArgsNames => {
+                pairs(Store::ArgsGet, true);
+                pairs(Store::ArgsPost, true);
+            }
+            Var::ArgsGetNames => pairs(Store::ArgsGet, true),
+            Var::ArgsPostNames => pairs(Store::ArgsPost, true),
+            Var::RequestHeaders => pairs(Store::Headers, false),
+            Var::RequestHeadersNames => pairs(Store::Headers, true),
+            Var::RequestCookies => pairs(Store::Cookies, false),
+            Var::RequestCookiesNames => pairs(Store::Cookies, true),
+            Var::ResponseHeaders => pairs(Store::RespHeaders, false),
+            Var::ResponseHeadersNames => pairs(Store::RespHeaders, true),
+            Var::Files => pairs(Store::Files, false),
+            Var::FilesNames => pairs(Store::Files, true),
+            Var::FilesSizes => pairs(Store::FileSizes, false),
+            Var::MultipartPartHeaders => pairs(Store::PartHeaders, false),
+            Var::Xml => {
+                let Some(x) = &self.d.xml else { return };
+                let xp = t.xpath.as_deref().unwrap_or("/*");
+                if xp.contains('@') {
+                    for i in 0..x.attributes.len() {
+                        out.push(VarRef {
+                            src: Src::Xml(i as u32 + 1),
+                            var: v,
+                            name: Vec::new(),
+                        });
+                    }
+                } else {
+                    out.push(VarRef {
+                        src: Src::Xml(0),
+                        var: v,
+                        name: Vec::new(),
+                    });
+                }
+            }
+            _ => {
+                if self.d.scalar(v).is_some() {
+                    out.push(VarRef {
+                        src: Src::Scalar(v),
+                        var: v,
+                        name: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
     fn expand_target(&self, link: &Rule, ti: usize, t: &Target, out: &mut Vec<VarRef>) {
         let v = t.var;
         match v {
@@ -1415,25 +1819,27 @@ impl Transaction {
             }
             Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource => {
                 let no_exclusions = self.no_exclusions(link);
-                let mut push = |k: &String, val: &Vec<u8>| {
+                let mut push = |k: &str, val: &[u8]| {
                     if !t.key.selects(k.as_bytes())
                         || (!no_exclusions && self.excluded(link, v, k.as_bytes()))
                     {
                         return;
                     }
                     out.push(VarRef {
-                        src: Src::Owned(val.clone()),
+                        src: Src::Owned(val.to_vec()),
                         var: v,
                         name: k.as_bytes().to_vec(),
                     });
                 };
                 if v == Var::Tx {
-                    // A literal key is a hash lookup, not a scan, and its value is read when
-                    // inspected (no copy).
+                    // A literal key is a slot (or hash) lookup, not a scan, and its value is
+                    // read when inspected (no copy).
                     if let Key::Name(k) = &t.key {
-                        if self.tx.contains_key(k.as_str())
-                            && (no_exclusions || !self.excluded(link, v, k.as_bytes()))
-                        {
+                        let present = match t.tx_slot {
+                            Some(id) => self.tx.get_id(id).is_some(),
+                            None => self.tx.contains(k),
+                        };
+                        if present && (no_exclusions || !self.excluded(link, v, k.as_bytes())) {
                             out.push(VarRef {
                                 src: Src::TxTarget(ti as u16),
                                 var: v,
@@ -1441,7 +1847,7 @@ impl Transaction {
                             });
                         }
                     } else {
-                        for (k, val) in &self.tx {
+                        for (k, val) in self.tx.ordered() {
                             push(k, val);
                         }
                     }
@@ -1589,7 +1995,7 @@ impl Transaction {
         if let [crate::template::Part::Ref { var, key: Some(k) }] = t.parts()
             && var == "TX"
         {
-            return self.tx.get(k.as_str()).map_or(0, |v| atoi(v));
+            return self.tx.get(k.as_str()).map_or(0, atoi);
         }
         if let Some(l) = t.as_literal() {
             return atoi(l.as_bytes());

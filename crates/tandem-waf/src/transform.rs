@@ -160,6 +160,52 @@ impl Transform {
         }
     }
 
+    /// The bytes without which this transformation leaves a value unchanged, or `None` if it
+    /// may change any value (digests, encodings, `length`). A value containing none of a
+    /// chain's trigger bytes comes out of the chain as it went in, so the transaction skips
+    /// the chain for it (see `tests::triggers_are_exact_enough`).
+    pub fn triggers(self) -> Option<[u64; 4]> {
+        use Transform::*;
+        let mut set = [0u64; 4];
+        let mut add = |bytes: &[u8]| {
+            for &b in bytes {
+                set[usize::from(b >> 6)] |= 1u64 << (b & 63);
+            }
+        };
+        const SPACE: &[u8] = b" \t\n\r\x0b\x0c";
+        let upper: Vec<u8> = (b'A'..=b'Z').collect();
+        let lower: Vec<u8> = (b'a'..=b'z').collect();
+        let high: Vec<u8> = (0x80..=0xffu8).collect();
+        match self {
+            Lowercase => add(&upper),
+            Uppercase => add(&lower),
+            UrlDecode | UrlDecodeUni => add(b"%+"),
+            HtmlEntityDecode => add(b"&"),
+            JsDecode | CssDecode | EscapeSeqDecode => add(b"\\"),
+            CmdLine => {
+                add(&upper);
+                add(b"\"'\\^,; \t\r\n");
+            }
+            CompressWhitespace | RemoveWhitespace => {
+                add(SPACE);
+                add(&[0xa0]);
+            }
+            Trim | TrimLeft | TrimRight => add(SPACE),
+            RemoveNulls | ReplaceNulls => add(&[0]),
+            RemoveComments => add(b"/<-#"),
+            RemoveCommentsChar => add(b"/*-<#"),
+            ReplaceComments => add(b"/"),
+            Utf8ToUnicode => add(&high),
+            NormalizePath => add(b"/."),
+            NormalizePathWin => add(b"/.\\"),
+            // Only `0x` followed by hex digits is decoded.
+            SqlHexDecode => add(b"xX"),
+            UrlEncode | Base64Decode | Base64DecodeExt | Base64Encode | HexDecode | HexEncode
+            | Sha1 | Md5 | Length => return None,
+        }
+        Some(set)
+    }
+
     /// Apply to `input`, writing into `out` (cleared first). Returns `false` when the result
     /// equals the input, in which case `out` is meaningless.
     pub fn apply(self, input: &[u8], out: &mut Vec<u8>) -> bool {
@@ -982,6 +1028,66 @@ mod tests {
             out
         } else {
             s.to_vec()
+        }
+    }
+
+    /// Every transformation with triggers leaves values without them unchanged.
+    #[test]
+    fn triggers_are_exact_enough() {
+        use Transform::*;
+        let all = [
+            Lowercase,
+            Uppercase,
+            UrlDecode,
+            UrlDecodeUni,
+            UrlEncode,
+            HtmlEntityDecode,
+            JsDecode,
+            CssDecode,
+            CmdLine,
+            CompressWhitespace,
+            RemoveWhitespace,
+            RemoveNulls,
+            ReplaceNulls,
+            RemoveComments,
+            RemoveCommentsChar,
+            ReplaceComments,
+            Base64Decode,
+            Base64DecodeExt,
+            Base64Encode,
+            HexDecode,
+            HexEncode,
+            Utf8ToUnicode,
+            NormalizePath,
+            NormalizePathWin,
+            Sha1,
+            Md5,
+            Length,
+            Trim,
+            TrimLeft,
+            TrimRight,
+            EscapeSeqDecode,
+            SqlHexDecode,
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for tr in all {
+            let Some(trig) = tr.triggers() else { continue };
+            let allowed: Vec<u8> = (0..=255u8)
+                .filter(|b| trig[usize::from(b >> 6)] & (1u64 << (b & 63)) == 0)
+                .collect();
+            for _ in 0..2000 {
+                let len = (next() % 24) as usize;
+                let input: Vec<u8> = (0..len)
+                    .map(|_| allowed[(next() % allowed.len() as u64) as usize])
+                    .collect();
+                assert_eq!(t(tr, &input), input, "{tr:?} changed {input:?}");
+            }
         }
     }
 

@@ -152,6 +152,58 @@ impl Var {
     }
 }
 
+impl Var {
+    /// Whether the values of this variable are request or response data that a transaction
+    /// lists from its parsed request (and caches transformations of), so a rule's literal
+    /// prefilter can be decided over all its values at once.
+    pub fn is_scanned(self) -> bool {
+        matches!(
+            self,
+            Var::Args
+                | Var::ArgsGet
+                | Var::ArgsPost
+                | Var::ArgsNames
+                | Var::ArgsGetNames
+                | Var::ArgsPostNames
+                | Var::RequestHeaders
+                | Var::RequestHeadersNames
+                | Var::RequestCookies
+                | Var::RequestCookiesNames
+                | Var::ResponseHeaders
+                | Var::ResponseHeadersNames
+                | Var::Files
+                | Var::FilesNames
+                | Var::FilesSizes
+                | Var::MultipartPartHeaders
+                | Var::Xml
+                | Var::RequestMethod
+                | Var::RequestProtocol
+                | Var::RequestUriRaw
+                | Var::RequestUri
+                | Var::RequestFilename
+                | Var::RequestBasename
+                | Var::QueryString
+                | Var::RequestLine
+                | Var::RequestBody
+                | Var::ResponseBody
+                | Var::RemoteAddr
+                | Var::RemotePort
+                | Var::ServerAddr
+                | Var::ServerPort
+                | Var::ServerName
+                | Var::RemoteHost
+                | Var::UniqueId
+                | Var::ReqbodyErrorMsg
+                | Var::ReqbodyProcessorErrorMsg
+                | Var::ResponseStatus
+                | Var::ResponseProtocol
+                | Var::ResponseContentType
+                | Var::MultipartFilename
+                | Var::MultipartName
+        )
+    }
+}
+
 /// Which members of a collection a target selects.
 #[derive(Debug, Clone)]
 pub enum Key {
@@ -197,6 +249,8 @@ pub struct Target {
     pub count: bool,
     /// `!`: excluded from the list.
     pub exclude: bool,
+    /// For `TX:name`: the name's slot in the rule set's TX layout (set at load).
+    pub tx_slot: Option<u32>,
 }
 
 impl Target {
@@ -233,6 +287,7 @@ impl Target {
             xpath,
             count: raw.count,
             exclude: raw.exclude,
+            tx_slot: None,
         })
     }
 

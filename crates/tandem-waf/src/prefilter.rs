@@ -1,0 +1,521 @@
+//! Literal prefilters: the cheapest way to not evaluate a rule.
+//!
+//! Most CRS rules can only match a value that contains one of a few literal strings: a regex
+//! for SQL injection needs `select`, `union`, `'`, ...; a phrase list needs one of its
+//! phrases. [`required`] works out such a set for an operator at load time (from the regex's
+//! syntax tree with `regex-syntax`, or the phrases themselves). A transaction scans each
+//! transformed value once for every literal of every rule (one Aho-Corasick pass for the
+//! multi-byte literals, a byte-presence set for single bytes) and skips any rule whose
+//! literals none of its values contains. That decision is exact in one direction only: a
+//! rule that passes the prefilter still runs its operator, a rule that fails it could never
+//! have matched.
+//!
+//! The sets are conservative: literals are compared ASCII-case-insensitively, long literals
+//! are cut to their first [`MAX_LEN`] bytes, and anything the analysis does not understand
+//! (look-around, back-references, large classes, repetitions that may be empty) means "no
+//! prefilter": the rule always runs.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+use crate::operator::{OpKind, Operator};
+
+/// Literals longer than this are cut (a prefix of a contained string is contained too).
+pub const MAX_LEN: usize = 8;
+/// The most strings an exact set may hold before it is reduced.
+const MAX_EXACT: usize = 64;
+/// The most literals a rule's set may hold.
+const MAX_SET: usize = 4096;
+/// Classes with more distinct (case-folded) bytes than this are not enumerated.
+const MAX_CLASS: usize = 12;
+
+/// What the analysis knows about the strings a (sub-)pattern matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Info {
+    /// Every match is exactly one of these strings (case-folded; may include "").
+    Exact(Vec<Vec<u8>>),
+    /// Every match contains one of these non-empty strings (case-folded).
+    Contains(Vec<Vec<u8>>),
+    /// Nothing useful.
+    Any,
+}
+
+fn fold(b: &[u8]) -> Vec<u8> {
+    b.iter().map(u8::to_ascii_lowercase).collect()
+}
+
+fn dedup(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Cut literals to [`MAX_LEN`] and drop those that contain another one of the set (a value
+/// containing the longer one contains the shorter one too).
+fn minimize(set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = dedup(
+        set.into_iter()
+            .map(|mut s| {
+                s.truncate(MAX_LEN);
+                s
+            })
+            .collect(),
+    );
+    v.sort_by_key(Vec::len);
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(v.len());
+    for s in v {
+        if !out.iter().any(|o| memchr::memmem::find(&s, o).is_some()) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn class_bytes(c: &Class) -> Option<Vec<Vec<u8>>> {
+    let mut bytes: Vec<u8> = Vec::new();
+    match c {
+        Class::Bytes(b) => {
+            for r in b.ranges() {
+                if usize::from(r.end() - r.start()) >= 64 {
+                    return None;
+                }
+                for x in r.start()..=r.end() {
+                    bytes.push(x.to_ascii_lowercase());
+                    if bytes.len() > 4 * MAX_CLASS {
+                        return None;
+                    }
+                }
+            }
+        }
+        Class::Unicode(u) => {
+            for r in u.ranges() {
+                let (s, e) = (u32::from(r.start()), u32::from(r.end()));
+                if e >= 128 || e - s >= 64 {
+                    return None;
+                }
+                for x in s..=e {
+                    bytes.push((x as u8).to_ascii_lowercase());
+                    if bytes.len() > 4 * MAX_CLASS {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    bytes.sort_unstable();
+    bytes.dedup();
+    if bytes.is_empty() || bytes.len() > MAX_CLASS {
+        return None;
+    }
+    Some(bytes.into_iter().map(|b| vec![b]).collect())
+}
+
+fn cross(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if a.len().saturating_mul(b.len()) > MAX_EXACT {
+        return None;
+    }
+    let mut out = Vec::with_capacity(a.len() * b.len());
+    for x in a {
+        for y in b {
+            let mut s = x.clone();
+            s.extend_from_slice(y);
+            if s.len() > 4 * MAX_LEN {
+                return None;
+            }
+            out.push(s);
+        }
+    }
+    Some(dedup(out))
+}
+
+/// A "contains" candidate from an exact set, if it requires something.
+fn as_contains(set: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    (!set.is_empty() && set.iter().all(|s| !s.is_empty())).then(|| minimize(set.to_vec()))
+}
+
+/// Higher is better: longer shortest literal first, then fewer literals.
+fn score(set: &[Vec<u8>]) -> (usize, std::cmp::Reverse<usize>) {
+    let min = set.iter().map(Vec::len).min().unwrap_or(0).min(4);
+    (min, std::cmp::Reverse(set.len()))
+}
+
+fn analyze(h: &Hir) -> Info {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Info::Exact(vec![Vec::new()]),
+        HirKind::Literal(l) => Info::Exact(vec![fold(&l.0)]),
+        HirKind::Class(c) => class_bytes(c).map_or(Info::Any, Info::Exact),
+        HirKind::Capture(c) => analyze(&c.sub),
+        HirKind::Repetition(r) => {
+            let sub = analyze(&r.sub);
+            if r.min == 0 {
+                return match (r.max, sub) {
+                    (Some(1), Info::Exact(mut s)) => {
+                        s.push(Vec::new());
+                        Info::Exact(dedup(s))
+                    }
+                    _ => Info::Any,
+                };
+            }
+            match sub {
+                Info::Exact(s) => {
+                    if r.max == Some(r.min) && r.min <= 3 {
+                        let mut acc = vec![Vec::new()];
+                        for _ in 0..r.min {
+                            match cross(&acc, &s) {
+                                Some(x) => acc = x,
+                                None => return as_contains(&s).map_or(Info::Any, Info::Contains),
+                            }
+                        }
+                        Info::Exact(acc)
+                    } else {
+                        as_contains(&s).map_or(Info::Any, Info::Contains)
+                    }
+                }
+                other => other,
+            }
+        }
+        HirKind::Concat(children) => {
+            let mut candidates: Vec<Vec<Vec<u8>>> = Vec::new();
+            let mut run: Option<Vec<Vec<u8>>> = Some(vec![Vec::new()]);
+            let mut all_exact = true;
+            let close = |run: &mut Option<Vec<Vec<u8>>>, cands: &mut Vec<Vec<Vec<u8>>>| {
+                if let Some(r) = run.take()
+                    && let Some(c) = as_contains(&r)
+                {
+                    cands.push(c);
+                }
+            };
+            for c in children {
+                match analyze(c) {
+                    Info::Exact(s) => {
+                        let next = run.as_ref().and_then(|r| cross(r, &s));
+                        match next {
+                            Some(n) => run = Some(n),
+                            None => {
+                                all_exact = false;
+                                close(&mut run, &mut candidates);
+                                run = Some(s);
+                            }
+                        }
+                    }
+                    Info::Contains(s) => {
+                        all_exact = false;
+                        close(&mut run, &mut candidates);
+                        candidates.push(s);
+                        run = Some(vec![Vec::new()]);
+                    }
+                    Info::Any => {
+                        all_exact = false;
+                        close(&mut run, &mut candidates);
+                        run = Some(vec![Vec::new()]);
+                    }
+                }
+            }
+            if all_exact && let Some(r) = run {
+                return Info::Exact(r);
+            }
+            close(&mut run, &mut candidates);
+            candidates
+                .into_iter()
+                .max_by_key(|c| score(c))
+                .map_or(Info::Any, Info::Contains)
+        }
+        HirKind::Alternation(children) => {
+            let infos: Vec<Info> = children.iter().map(analyze).collect();
+            if infos.iter().all(|i| matches!(i, Info::Exact(_))) {
+                let all: Vec<Vec<u8>> = infos
+                    .into_iter()
+                    .flat_map(|i| match i {
+                        Info::Exact(s) => s,
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                let all = dedup(all);
+                if all.len() <= MAX_EXACT {
+                    return Info::Exact(all);
+                }
+                return as_contains(&all).map_or(Info::Any, Info::Contains);
+            }
+            let mut union = Vec::new();
+            for i in infos {
+                match i {
+                    Info::Any => return Info::Any,
+                    Info::Exact(s) | Info::Contains(s) => {
+                        if s.iter().any(Vec::is_empty) {
+                            return Info::Any;
+                        }
+                        union.extend(s);
+                    }
+                }
+            }
+            let union = minimize(union);
+            if union.len() > MAX_SET {
+                Info::Any
+            } else {
+                Info::Contains(union)
+            }
+        }
+    }
+}
+
+/// The literals one of which every match of `pattern` (PCRE syntax, as the rules write it)
+/// contains, case-folded; `None` when there is no such set.
+pub fn regex_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let translated = crate::pattern::translate(pattern);
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .build()
+        .parse(&translated)
+        .ok()?;
+    match analyze(&hir) {
+        Info::Exact(s) => as_contains(&s),
+        Info::Contains(s) => Some(minimize(s)),
+        Info::Any => None,
+    }
+}
+
+/// The literal set for an operator, if it has one (never for negated operators: a value
+/// that does not match is what they look for).
+pub fn required(op: &Operator) -> Option<Vec<Vec<u8>>> {
+    if op.negated {
+        return None;
+    }
+    let set = match &op.kind {
+        OpKind::Rx(p) if !p.is_backtracking() => regex_literals(p.source())?,
+        OpKind::Pm(p) => {
+            let phrases = p.phrases();
+            if phrases.iter().any(Vec::is_empty) {
+                return None;
+            }
+            minimize(phrases.iter().map(|s| fold(s)).collect())
+        }
+        OpKind::Contains(_)
+        | OpKind::ContainsWord(_)
+        | OpKind::BeginsWith(_)
+        | OpKind::EndsWith(_)
+        | OpKind::Streq(_) => {
+            let l = op.literal.as_ref().filter(|l| !l.is_empty())?;
+            vec![fold(&l[..l.len().min(MAX_LEN)])]
+        }
+        OpKind::StrMatch(_) => {
+            let l = op.arg.as_bytes();
+            if l.is_empty() {
+                return None;
+            }
+            vec![fold(&l[..l.len().min(MAX_LEN)])]
+        }
+        _ => return None,
+    };
+    (!set.is_empty() && set.len() <= MAX_SET).then_some(set)
+}
+
+/// 256 bits: which bytes occur.
+pub type ByteSet = [u64; 4];
+
+fn byte_set_add(s: &mut ByteSet, b: u8) {
+    s[usize::from(b >> 6)] |= 1u64 << (b & 63);
+}
+
+/// Whether two byte sets share a byte.
+pub fn bytes_intersect(a: &ByteSet, b: &ByteSet) -> bool {
+    (a[0] & b[0]) | (a[1] & b[1]) | (a[2] & b[2]) | (a[3] & b[3]) != 0
+}
+
+/// A rule's prefilter: the value must contain one of `bytes`, or one of the multi-byte
+/// literals `lits` (ids into the rule set's [`LiteralTable`], sorted).
+#[derive(Debug, Clone, Default)]
+pub struct Required {
+    /// Single-byte literals (both cases of letters).
+    pub bytes: ByteSet,
+    /// Multi-byte literal ids, sorted.
+    pub lits: Box<[u32]>,
+}
+
+/// Every multi-byte literal of every rule, matched together in one pass.
+#[derive(Debug, Default)]
+pub struct LiteralTable {
+    ac: Option<AhoCorasick>,
+    len: usize,
+}
+
+/// Interns literals while rules are compiled, then builds the table.
+#[derive(Debug, Default)]
+pub struct LiteralInterner {
+    ids: std::collections::HashMap<Vec<u8>, u32>,
+    lits: Vec<Vec<u8>>,
+}
+
+impl LiteralInterner {
+    /// The prefilter for a literal set.
+    pub fn required(&mut self, set: &[Vec<u8>]) -> Required {
+        let mut r = Required::default();
+        let mut lits = Vec::new();
+        for s in set {
+            if let [b] = s.as_slice() {
+                byte_set_add(&mut r.bytes, *b);
+                byte_set_add(&mut r.bytes, b.to_ascii_uppercase());
+                byte_set_add(&mut r.bytes, b.to_ascii_lowercase());
+            } else {
+                let next = self.lits.len() as u32;
+                let id = *self.ids.entry(s.clone()).or_insert_with(|| {
+                    self.lits.push(s.clone());
+                    next
+                });
+                lits.push(id);
+            }
+        }
+        lits.sort_unstable();
+        lits.dedup();
+        r.lits = lits.into_boxed_slice();
+        r
+    }
+
+    /// Build the matcher.
+    pub fn build(self) -> Result<LiteralTable, String> {
+        if self.lits.is_empty() {
+            return Ok(LiteralTable::default());
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&self.lits)
+            .map_err(|e| format!("cannot build the literal prefilter: {e}"))?;
+        Ok(LiteralTable {
+            ac: Some(ac),
+            len: self.lits.len(),
+        })
+    }
+}
+
+impl LiteralTable {
+    /// Number of multi-byte literals.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The kind of automaton (for diagnostics).
+    pub fn kind(&self) -> String {
+        self.ac.as_ref().map_or_else(
+            || "none".into(),
+            |a| format!("{:?}, {} bytes", a.kind(), a.memory_usage()),
+        )
+    }
+
+    /// Scan `hay`: returns which bytes occur, and appends to `lits` which multi-byte
+    /// literals do (sorted and deduplicated among themselves).
+    pub fn scan(&self, hay: &[u8], lits: &mut Vec<u32>) -> ByteSet {
+        let mut bytes: ByteSet = [0; 4];
+        for &b in hay {
+            byte_set_add(&mut bytes, b);
+        }
+        if let Some(ac) = &self.ac
+            && hay.len() >= 2
+        {
+            let from = lits.len();
+            for m in ac.find_overlapping_iter(hay) {
+                lits.push(m.pattern().as_u32());
+            }
+            lits[from..].sort_unstable();
+            let mut w = from;
+            for r in from..lits.len() {
+                if w == from || lits[w - 1] != lits[r] {
+                    lits[w] = lits[r];
+                    w += 1;
+                }
+            }
+            lits.truncate(w);
+        }
+        bytes
+    }
+}
+
+/// Whether the sorted id lists share an element.
+pub fn lits_intersect(a: &[u32], b: &[u32]) -> bool {
+    let (small, big) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if small.is_empty() {
+        return false;
+    }
+    if small.len() * 8 < big.len() {
+        return small.iter().any(|x| big.binary_search(x).is_ok());
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < small.len() && j < big.len() {
+        match small[i].cmp(&big[j]) {
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lits(p: &str) -> Option<Vec<String>> {
+        regex_literals(p).map(|v| {
+            v.into_iter()
+                .map(|s| String::from_utf8_lossy(&s).into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn literal_sets_from_regexes() {
+        assert_eq!(lits("(?i)union\\s+select"), Some(vec!["select".into()]));
+        assert_eq!(lits("foo|bar"), Some(vec!["bar".into(), "foo".into()]));
+        assert_eq!(lits("(?i:<script)"), Some(vec!["<script".into()]));
+        assert_eq!(lits("a?b?"), None);
+        assert_eq!(lits(".*"), None);
+        assert_eq!(lits("[a-z]+"), None);
+        assert_eq!(lits("^$"), None);
+        // A class of a few bytes becomes single-byte literals.
+        assert_eq!(lits("[<>]"), Some(vec!["<".into(), ">".into()]));
+        // Optional parts widen the exact set: ab, abc.
+        assert_eq!(lits("abc?"), Some(vec!["ab".into()]));
+        // Long literals are cut.
+        assert_eq!(
+            lits("abcdefghijklmnopqrstuvwxyz"),
+            Some(vec!["abcdefgh".into()])
+        );
+        // Look-around is not understood by the linear engine's parser: no prefilter.
+        assert_eq!(lits("a(?=b)"), None);
+    }
+
+    #[test]
+    fn a_prefilter_never_rejects_a_match() {
+        let cases = [
+            (r"(?i)\b(?:union|select)\b", "x UNION y"),
+            (r"(?:<|%3C)script", "%3Cscript"),
+            (r"\.\./", "../../etc/passwd"),
+            (r"(?i)on(?:error|load)\s*=", "ONERROR ="),
+            (r"[\x00-\x08]", "a\x01"),
+        ];
+        for (p, hay) in cases {
+            let re = crate::pattern::Pattern::new(p).expect("compiles");
+            assert!(re.is_match(hay.as_bytes()).expect("decided"), "{p}");
+            let Some(set) = regex_literals(p) else {
+                continue;
+            };
+            let mut i = LiteralInterner::default();
+            let req = i.required(&set);
+            let table = i.build().expect("builds");
+            let mut found = Vec::new();
+            let bytes = table.scan(hay.as_bytes(), &mut found);
+            assert!(
+                bytes_intersect(&bytes, &req.bytes) || lits_intersect(&found, &req.lits),
+                "{p} on {hay:?}: {set:?}"
+            );
+        }
+    }
+}

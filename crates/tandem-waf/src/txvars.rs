@@ -1,0 +1,218 @@
+//! The `TX` collection of a transaction, with names interned at load time.
+//!
+//! CRS reads and writes about a hundred TX variables per request (paranoia levels, anomaly
+//! scores, settings from `crs-setup.conf`), nearly all under names written literally in the
+//! rules. The rule set gives each such name a slot ([`TxLayout`]); rules refer to slots by
+//! number, so reading `TX:detection_paranoia_level` or adding to
+//! `tx.inbound_anomaly_score_pl1` is an index, not a hash of a string. Names built at run
+//! time (`setvar:tx.%{...}`) go to a map beside the slots. Insertion order is kept across
+//! both, as ModSecurity lists a collection in the order its members were created.
+//!
+//! Slots keep their buffers when a variable is removed or the store is reused by the next
+//! transaction on the thread, so steady-state traffic allocates nothing for TX.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+/// The TX names a rule set knows, each with a slot number.
+#[derive(Debug, Default)]
+pub struct TxLayout {
+    ids: HashMap<Box<str>, u32, foldhash::fast::FixedState>,
+    names: Vec<Box<str>>,
+}
+
+impl TxLayout {
+    /// The slot of a (lower-case) name, adding it.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// The slot of a (lower-case) name.
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    /// The name of a slot.
+    pub fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |n| n)
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Slot {
+    /// 0: absent; otherwise the insertion sequence number.
+    seq: u32,
+    value: Vec<u8>,
+}
+
+/// One transaction's TX variables.
+#[derive(Debug, Default)]
+pub(crate) struct TxStore {
+    layout: Arc<TxLayout>,
+    slots: Vec<Slot>,
+    dynamic: IndexMap<String, (u32, Vec<u8>), foldhash::fast::FixedState>,
+    seq: u32,
+}
+
+impl TxStore {
+    /// Empty the store for a transaction of a rule set with `layout`, keeping buffers.
+    pub(crate) fn reset(&mut self, layout: &Arc<TxLayout>) {
+        if !Arc::ptr_eq(&self.layout, layout) {
+            self.layout = layout.clone();
+            self.slots.clear();
+            self.slots.resize(layout.len(), Slot::default());
+        } else {
+            for s in &mut self.slots {
+                s.seq = 0;
+            }
+        }
+        self.dynamic.clear();
+        self.seq = 0;
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// A variable by slot.
+    pub(crate) fn get_id(&self, id: u32) -> Option<&[u8]> {
+        self.slots
+            .get(id as usize)
+            .filter(|s| s.seq != 0)
+            .map(|s| s.value.as_slice())
+    }
+
+    /// A variable by (lower-case) name.
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        match self.layout.id(name) {
+            Some(id) => self.get_id(id),
+            None => self.dynamic.get(name).map(|(_, v)| v.as_slice()),
+        }
+    }
+
+    /// Whether a variable exists.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The value buffer of a slot to overwrite (created if absent; its old bytes stay until
+    /// the caller clears them).
+    pub(crate) fn slot_mut(&mut self, id: u32) -> Option<&mut Vec<u8>> {
+        let fresh = self.slots.get(id as usize)?.seq == 0;
+        let seq = if fresh { self.next_seq() } else { 0 };
+        let s = self.slots.get_mut(id as usize)?;
+        if fresh {
+            s.seq = seq;
+            s.value.clear();
+        }
+        Some(&mut s.value)
+    }
+
+    /// The value buffer of a (lower-case) name to overwrite, created if absent.
+    pub(crate) fn entry(&mut self, name: &str) -> &mut Vec<u8> {
+        if let Some(id) = self.layout.id(name) {
+            let fresh = self.slots[id as usize].seq == 0;
+            if fresh {
+                let seq = self.next_seq();
+                self.slots[id as usize].seq = seq;
+                self.slots[id as usize].value.clear();
+            }
+            return &mut self.slots[id as usize].value;
+        }
+        let i = match self.dynamic.get_index_of(name) {
+            Some(i) => i,
+            None => {
+                let seq = self.next_seq();
+                self.dynamic
+                    .insert_full(name.to_string(), (seq, Vec::new()))
+                    .0
+            }
+        };
+        &mut self.dynamic[i].1
+    }
+
+    /// Set a variable by name.
+    pub(crate) fn set(&mut self, name: &str, value: &[u8]) {
+        let v = self.entry(name);
+        v.clear();
+        v.extend_from_slice(value);
+    }
+
+    /// Remove a variable by name.
+    pub(crate) fn remove(&mut self, name: &str) {
+        match self.layout.id(name) {
+            Some(id) => self.slots[id as usize].seq = 0,
+            None => {
+                self.dynamic.shift_remove(name);
+            }
+        }
+    }
+
+    /// Every variable in insertion order.
+    pub(crate) fn ordered(&self) -> Vec<(&str, &[u8])> {
+        let mut v: Vec<(u32, &str, &[u8])> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.seq != 0)
+            .map(|(i, s)| (s.seq, self.layout.name(i as u32), s.value.as_slice()))
+            .chain(
+                self.dynamic
+                    .iter()
+                    .map(|(k, (seq, val))| (*seq, k.as_str(), val.as_slice())),
+            )
+            .collect();
+        v.sort_unstable_by_key(|(seq, ..)| *seq);
+        v.into_iter().map(|(_, k, val)| (k, val)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_dynamic_names_and_order() {
+        let mut l = TxLayout::default();
+        let a = l.intern("a");
+        let b = l.intern("b");
+        let l = Arc::new(l);
+        let mut t = TxStore::default();
+        t.reset(&l);
+        t.set("b", b"2");
+        t.set("dyn_x", b"x");
+        if let Some(v) = t.slot_mut(a) {
+            v.extend_from_slice(b"1");
+        }
+        assert_eq!(t.get("a"), Some(&b"1"[..]));
+        assert_eq!(t.get_id(b), Some(&b"2"[..]));
+        let names: Vec<&str> = t.ordered().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec!["b", "dyn_x", "a"]);
+        t.remove("b");
+        assert!(!t.contains("b"));
+        t.set("b", b"3");
+        let names: Vec<&str> = t.ordered().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec!["dyn_x", "a", "b"]);
+        t.reset(&l);
+        assert!(t.get("a").is_none() && t.get("dyn_x").is_none());
+    }
+}
