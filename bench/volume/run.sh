@@ -103,7 +103,7 @@ $TANDEM volume -c "$W/tandem.toml" --admin "$ADMIN" run --volume bench > "$W/age
 AGENT=$!
 # Wait for the agent's first (incremental) snapshot, so the load starts from a steady state.
 for _ in $(seq 1 600); do
-  curl -sf "http://$ADMIN/api/v1/volume" 2>/dev/null | grep -q '"snapshots":[1-9]' && break
+  curl -sf "http://$ADMIN/api/v1/status" 2>/dev/null | grep -q '"snapshots":[1-9]' && break
   sleep 0.1
 done
 ( i=0; end=$(( $(date +%s) + LOAD_SECS )); while [ "$(date +%s)" -lt $end ]; do
@@ -117,8 +117,9 @@ lags, end = [], time.time() + secs
 time.sleep(min(2 * iv, secs / 4))  # let the first change of the load be seen
 while time.time() < end:
     try:
-        doc = json.load(urllib.request.urlopen(f"http://{admin}/api/v1/volume", timeout=2))
-        lags += [a["lag_seconds"] for a in doc.get("agents", []) if a.get("volume") == "bench"]
+        doc = json.load(urllib.request.urlopen(f"http://{admin}/api/v1/status", timeout=2))
+        agents = doc["components"]["volume"].get("agents", [])
+        lags += [a["lag_seconds"] for a in agents if a.get("volume") == "bench"]
     except Exception as e:
         print(f"poll failed: {e}")
     time.sleep(0.25)

@@ -1,5 +1,5 @@
-//! Volume replication in the admin API: the JSON status under `/api/v1/volume` and tables for
-//! `tandem status` and the status page, with the replication lag (the RPO right now) first.
+//! Volume replication in the admin API: its JSON status (under `components.volume` of
+//! `GET /api/v1/status`) and tables for `tandem status` and the status page, lag (the RPO now) first.
 
 use std::sync::Arc;
 

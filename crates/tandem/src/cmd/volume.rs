@@ -25,8 +25,8 @@ pub(crate) struct Args {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
-    /// For run, standby and reverse: serve the admin API (status page, `/api/v1/volume` with the
-    /// lag, `/metrics`) here instead of [admin] listen.
+    /// For run, standby and reverse: serve the admin API (status page, the
+    /// lag in `/api/v1/status`, `/metrics`) here instead of [admin] listen.
     #[arg(long, global = true)]
     admin: Option<std::net::SocketAddr>,
     /// For run, standby and reverse: do not serve the admin API.
