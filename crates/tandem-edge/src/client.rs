@@ -279,7 +279,7 @@ pub fn client(cfg: &EdgeConfig) -> Result<OriginClient, EdgeError> {
     // Origins are spoken to in HTTP/1.1 only.
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut http1 = http1::Builder::new();
-    http1.max_buf_size(1024 * 1024);
+    http1.max_buf_size(1024 * 1024).writev(false);
     Ok(OriginClient {
         tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
         connect_timeout: cfg.timeouts.connect,

@@ -103,7 +103,12 @@ pub(crate) async fn handle(
         method: req.method().clone(),
         version: req.version(),
         host: String::new(),
-        uri: req.uri().clone(),
+        // Only the access log reads it.
+        uri: if snap.cfg.access_log {
+            req.uri().clone()
+        } else {
+            Uri::default()
+        },
         route: None,
         group: None,
         origin: None,
@@ -268,7 +273,7 @@ async fn proxy(
                 let limit = t.body_limit().map_or(limits.inspect_body_bytes, |l| {
                     l.min(limits.inspect_body_bytes)
                 });
-                let (prefix, truncated, rest) = read_prefix(client_body, limit).await?;
+                let (prefix, truncated, rest) = Box::pin(read_prefix(client_body, limit)).await?;
                 if let Some(r) = verdict_response(t.request_body(&prefix, truncated)) {
                     ctx.error = Some("blocked by WAF (body)".into());
                     t.finish();
@@ -325,7 +330,9 @@ async fn proxy(
     );
     let replay = ReplayBody::new(client_body, limits.retry_buffer_bytes);
     let mut tried: Vec<usize> = Vec::with_capacity(2);
-    let max_attempts = group.retries as usize + 1;
+    // Every attempt goes to a different origin: a group of one never needs a second attempt
+    // (and its request headers need no copy for one).
+    let max_attempts = (group.retries as usize + 1).min(group.origins.len().max(1));
     group.budget.deposit();
     let mut last_error: Option<ProxyError> = None;
     let mut last_response: Option<(Response<Incoming>, Option<Lease>)> = None;
@@ -572,15 +579,26 @@ async fn respond(
     let (mut parts, origin_body) = resp.into_parts();
     // Wrapped first: reading the body drives the origin connection (the WAF may read some).
     let origin_body = PooledBody::new(origin_body, lease);
-    let origin_body =
-        match crate::waf::response_phase(txn, &parts, origin_body, snap.cfg.timeouts.idle).await {
+    // Without a WAF transaction the body passes as it is; the WAF phase's state lives in a
+    // box of its own so that it does not weigh on every request's future.
+    let origin_body = match txn {
+        None => http_body_util::Either::Left(origin_body),
+        Some(t) => match Box::pin(crate::waf::response_phase(
+            Some(t),
+            &parts,
+            origin_body,
+            snap.cfg.timeouts.idle,
+        ))
+        .await
+        {
             Ok(b) => b,
             Err((v, why)) => {
                 ctx.error = Some(why.into());
                 return verdict_response(v)
                     .unwrap_or_else(|| local_response(StatusCode::BAD_GATEWAY, "origin failed"));
             }
-        };
+        },
+    };
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     if let (Some(gi), Some(oi)) = (ctx.group, ctx.origin) {
         let group = &snap.groups[gi];
@@ -646,9 +664,19 @@ fn finish(
     }
     let route_metrics = ctx.route.map(|r| Arc::clone(&snap.routes[r].metrics));
     let log = snap.cfg.access_log.then(|| inner.access_log.clone());
-    if route_metrics.is_none() && log.is_none() {
-        return resp;
-    }
+    let Some(log) = log else {
+        // No access log: the end of the body only feeds the route's metrics, so the closure
+        // carries two words instead of the whole request context.
+        let Some(m) = route_metrics else {
+            return resp;
+        };
+        let start = ctx.start;
+        let (parts, body) = resp.into_parts();
+        let body = OnEnd::new(body, move |_, _| {
+            m.observe(status, start.elapsed().as_secs_f64())
+        });
+        return Response::from_parts(parts, body.boxed_unsync());
+    };
     let snap = snap.clone();
     let (parts, body) = resp.into_parts();
     let body = OnEnd::new(body, move |bytes, complete| {
@@ -657,7 +685,7 @@ fn finish(
         if let Some(m) = &route_metrics {
             m.observe(status, secs);
         }
-        if let Some(log) = log {
+        {
             let route = ctx.route.map(|r| &snap.routes[r]);
             let group = ctx.group.map(|g| &snap.groups[g]);
             log.log(AccessEntry {

@@ -47,6 +47,9 @@ fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
         .max_buf_size(l.max_header_bytes.max(8192) + 1024)
         .max_headers(l.max_headers)
         .header_read_timeout(t.client_header)
+        // One buffer per write: the head and a small body leave in one copy and one iovec
+        // instead of a queue of buffers (measured: less CPU per request on small answers).
+        .writev(false)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
@@ -177,7 +180,10 @@ async fn drive<I>(
     let service = service_fn(move |req| crate::proxy::handle(inner2.clone(), info.clone(), req));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
+    // Biased: the connection is polled first and the cancellation only when the connection
+    // is pending (the common case pays one branch fewer per wake-up).
     tokio::select! {
+        biased;
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(client = %client, error = %e, "connection ended with an error");

@@ -1496,3 +1496,118 @@ async fn tls_sessions_resume() {
     }
     edge.stop().await;
 }
+
+/// An origin that records the raw bytes of every request it gets and answers each with a
+/// fixed 200, so a test sees exactly what the edge put on the wire.
+struct RawOrigin {
+    addr: std::net::SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<u8>>>,
+    requests: Arc<AtomicU64>,
+}
+
+impl RawOrigin {
+    async fn start() -> RawOrigin {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (seen2, requests2) = (seen.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let (seen, requests) = (seen2.clone(), requests2.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n =
+                            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                                .await
+                            {
+                                Ok(Ok(n)) if n > 0 => n,
+                                _ => return,
+                            };
+                        buf.extend_from_slice(&chunk[..n]);
+                        seen.lock().unwrap().extend_from_slice(&chunk[..n]);
+                        // One request at a time: the head, then a chunked body's last chunk
+                        // (the edge sends bodies of unknown length chunked).
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        if head.contains("transfer-encoding: chunked")
+                            && !buf[end + 4..].ends_with(b"0\r\n\r\n")
+                        {
+                            continue;
+                        }
+                        buf.clear();
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawOrigin {
+            addr,
+            seen,
+            requests,
+        }
+    }
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_never_reaches_the_origin_and_closes_the_connection()
+{
+    let o = RawOrigin::start().await;
+    let t = format!(
+        "[edge.routes.app]\ndomains = [\"*\"]\ngroup = \"web\"\nhttp = \"serve\"\n\
+         [edge.groups.web]\n[[edge.groups.web.origins]]\nname = \"raw\"\naddress = \"{}\"\n",
+        o.addr
+    );
+    let edge = TestEdge::start(&t, APP).await;
+    // Both orders of the two headers, each followed by a request smuggled in the body that
+    // Content-Length would have framed (CL.TE) and one that would follow the chunked body.
+    let attacks: [&[u8]; 2] = [
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for attack in attacks {
+        let mut s = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+        s.write_all(attack).await.unwrap();
+        let mut out = Vec::new();
+        // The edge must close the connection by itself (RFC 9112 6.1): EOF well before the
+        // deadline, not a timeout.
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(matches!(r, Ok(Ok(_))), "the edge kept the connection open");
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let resp = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        let status = resp.split(' ').nth(1).unwrap_or("");
+        assert!(
+            status == "200" || status == "400",
+            "one answer, for the first request only: {resp}"
+        );
+        assert_eq!(resp.matches("http/1.1 ").count(), 1, "{resp}");
+        assert!(resp.contains("connection: close"), "{resp}");
+    }
+    let seen = String::from_utf8_lossy(&o.seen.lock().unwrap()).to_ascii_lowercase();
+    assert!(
+        !seen.contains("/smuggled"),
+        "a smuggled request reached the origin: {seen}"
+    );
+    for head in seen
+        .split("\r\n\r\n")
+        .filter(|h| h.contains(" http/1.1\r\n"))
+    {
+        assert!(
+            !(head.contains("\r\ncontent-length:") && head.contains("\r\ntransfer-encoding:")),
+            "the origin got both framing headers: {head}"
+        );
+    }
+    assert!(o.requests.load(Ordering::SeqCst) <= 2);
+    edge.stop().await;
+}
