@@ -15,17 +15,12 @@ async fn replicas_store_content_in_s3_and_replicate() {
     let s3_root = tempfile::tempdir().expect("tmp");
     let s3 = S3Server::start(s3_root.path()).await;
     s3.bucket("registry");
-    let options = s3
-        .options()
-        .into_iter()
-        .map(|(k, v)| format!("{k} = \"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let options = s3.toml_options();
     let lab = Lab::start(
         &["eastus", "westus"],
         Opts {
             replica_extra: format!(
-                "storage = \"s3://registry/{{region}}\"\nstorage_options = {{ {options} }}"
+                "storage = \"s3://registry/{{region}}\"\nstorage_options = {options}"
             ),
             ..Opts::default()
         },

@@ -89,6 +89,17 @@ impl S3Server {
         ]
     }
 
+    /// The same options as a TOML inline table, for `storage_options = ...` or
+    /// `repository_options = ...` in a test's config.
+    pub fn toml_options(&self) -> String {
+        let kv: Vec<String> = self
+            .options()
+            .into_iter()
+            .map(|(k, v)| format!("{k} = \"{v}\""))
+            .collect();
+        format!("{{ {} }}", kv.join(", "))
+    }
+
     /// Stop serving (also on drop).
     pub fn stop(&self) {
         self.stop.cancel();

@@ -16,12 +16,7 @@ use tokio_util::sync::CancellationToken;
 use support::*;
 
 fn s3_config(root: &std::path::Path, s3: &S3Server) -> VolumeConfig {
-    let options = s3
-        .options()
-        .into_iter()
-        .map(|(k, v)| format!("{k} = \"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let options = s3.toml_options();
     let src = format!(
         r#"
 [regions.eastus]
@@ -34,7 +29,7 @@ state_dir = "{root}/state"
 region = "eastus"
 source = "{root}/eastus/data"
 repository = "s3://westus-volumes/data"
-repository_options = {{ {options} }}
+repository_options = {options}
 password = "{PASSWORD}"
 "#,
         root = root.display()
