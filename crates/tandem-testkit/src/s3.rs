@@ -9,9 +9,69 @@ use std::path::{Path, PathBuf};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
+use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// s3s-fs with one fix: an empty `delimiter=` (what Go's minio client, and so restic, sends
+/// for a recursive listing) means no delimiter, as it does on S3. s3s-fs treats it as a
+/// delimiter and lists nothing below the first level.
+struct Fs(s3s_fs::FileSystem);
+
+macro_rules! s3_delegating_to_fs {
+    ($($name:ident: $input:ident => $output:ident),* $(,)?) => {
+        #[async_trait::async_trait]
+        impl S3 for Fs {
+            $(
+                async fn $name(&self, req: S3Request<$input>) -> S3Result<S3Response<$output>> {
+                    self.0.$name(req).await
+                }
+            )*
+
+            async fn list_objects(
+                &self,
+                mut req: S3Request<ListObjectsInput>,
+            ) -> S3Result<S3Response<ListObjectsOutput>> {
+                if req.input.delimiter.as_deref() == Some("") {
+                    req.input.delimiter = None;
+                }
+                self.0.list_objects(req).await
+            }
+
+            async fn list_objects_v2(
+                &self,
+                mut req: S3Request<ListObjectsV2Input>,
+            ) -> S3Result<S3Response<ListObjectsV2Output>> {
+                if req.input.delimiter.as_deref() == Some("") {
+                    req.input.delimiter = None;
+                }
+                self.0.list_objects_v2(req).await
+            }
+        }
+    };
+}
+
+s3_delegating_to_fs! {
+    create_bucket: CreateBucketInput => CreateBucketOutput,
+    copy_object: CopyObjectInput => CopyObjectOutput,
+    delete_bucket: DeleteBucketInput => DeleteBucketOutput,
+    delete_object: DeleteObjectInput => DeleteObjectOutput,
+    delete_objects: DeleteObjectsInput => DeleteObjectsOutput,
+    get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput,
+    get_object: GetObjectInput => GetObjectOutput,
+    head_bucket: HeadBucketInput => HeadBucketOutput,
+    head_object: HeadObjectInput => HeadObjectOutput,
+    list_buckets: ListBucketsInput => ListBucketsOutput,
+    put_object: PutObjectInput => PutObjectOutput,
+    create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
+    upload_part: UploadPartInput => UploadPartOutput,
+    upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput,
+    list_parts: ListPartsInput => ListPartsOutput,
+    complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
+    abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
+}
 
 /// The access key the fixture accepts.
 pub const ACCESS_KEY: &str = "tandem-test-access";
@@ -31,7 +91,7 @@ impl S3Server {
     /// Serve `root` (each subdirectory is a bucket) on a free loopback port.
     pub async fn start(root: &Path) -> S3Server {
         std::fs::create_dir_all(root).unwrap();
-        let fs = s3s_fs::FileSystem::new(root).unwrap();
+        let fs = Fs(s3s_fs::FileSystem::new(root).unwrap());
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();

@@ -1,7 +1,7 @@
 //! The repository in S3: a volume replicated into a bucket served by `s3s-fs` on loopback
 //! (SigV4-signed requests through `object_store`'s S3 client, the path a real bucket takes).
 //! Snapshots, an incremental change, restore byte for byte, `check`, and Debian's restic
-//! listing and restoring from the same S3 repository.
+//! listing, checking and restoring the same S3 repository.
 
 mod support;
 
@@ -117,9 +117,7 @@ fn snapshots_in_s3_restore_and_restic_reads_them() {
         let listed = run(&["snapshots", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&listed).expect("json");
         assert_eq!(v.as_array().map(Vec::len), Some(2), "{listed}");
-        // Not `restic check` here: restic's client lists packs recursively with an empty
-        // `delimiter=`, which s3s-fs (the test endpoint, not S3) answers with no objects. The
-        // local-directory interop test runs `restic check --read-data` on the same format.
+        run(&["check", "--read-data"]);
         let out = tmp.path().join("restic-restored");
         run(&["restore", "latest", "--target", out.to_str().expect("utf8")]);
         assert_eq!(manifest(&out), manifest(&spec.source));
