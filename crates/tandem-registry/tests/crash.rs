@@ -6,8 +6,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
+
+use tandem_testkit::KillOnDrop;
 
 use common::{Client, PASSWORD, SECRET, USER, eventually, image, sha256};
 
@@ -40,26 +42,7 @@ fn child_replica() {
     });
 }
 
-/// A child replica that is killed when dropped, so a failing test leaves no process behind.
-struct Replica(Child);
-
-impl Replica {
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()
-    }
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(config: &std::path::Path, region: &str) -> Replica {
+fn spawn(config: &std::path::Path, region: &str) -> KillOnDrop {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -77,7 +60,7 @@ fn spawn(config: &std::path::Path, region: &str) -> Replica {
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
-        .map(Replica)
+        .map(KillOnDrop)
         .expect("spawn child replica")
 }
 

@@ -28,6 +28,30 @@ pub fn in_ci() -> bool {
     std::env::var("TANDEM_CI").is_ok_and(|v| v == "1")
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves no
+/// process behind. Derefs to the [`std::process::Child`].
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Find a peer tool on PATH. Outside CI a missing tool returns `None` and prints why the
 /// test is skipped; in CI it panics, because CI installs every tool the tests use.
 pub fn require_tool(name: &str) -> Option<PathBuf> {

@@ -56,12 +56,14 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_run_resumes() {
     let agent = env!("CARGO_BIN_EXE_tandem-volume-test-agent");
     let repo_dir = Path::new(&spec.repository.location).to_path_buf();
 
-    let mut child = Command::new(agent)
-        .args([cfg_path.to_str().expect("utf8"), "data"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn agent");
+    let mut child = tandem_testkit::KillOnDrop(
+        Command::new(agent)
+            .args([cfg_path.to_str().expect("utf8"), "data"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn agent"),
+    );
     // Kill it once a few packs have landed, well before the snapshot can finish.
     // Packs hold tens of MiB each, so the 192 MiB snapshot is only a handful of them: kill
     // after the second, while the bandwidth limit keeps the rest in flight for seconds.
