@@ -163,6 +163,19 @@ impl Admin {
     }
 
     /// Bind `addr`, with an error that says what to do.
+    /// Bind `addr`, log where the API is, and serve it on a task until `shutdown`: what every
+    /// long-running command does with its admin API.
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AdminError> {
+        let listener = Self::bind(addr).await?;
+        tracing::info!(admin = %addr, "admin API and status page at http://{addr}/");
+        Ok(tokio::spawn(self.serve(listener, shutdown)))
+    }
+
+    /// Bind the admin API's listener.
     pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         TcpListener::bind(addr)
             .await

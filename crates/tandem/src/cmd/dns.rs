@@ -53,9 +53,7 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
         registry,
         vec![server.component()],
     );
-    let admin_listener = Admin::bind(admin_addr).await?;
-    tracing::info!(admin = %admin_addr, "admin API and status page at http://{admin_addr}/");
-    let admin_task = tokio::spawn(admin.serve(admin_listener, token.clone()));
+    let admin_task = admin.spawn(admin_addr, token.clone()).await?;
 
     let path = a.config.path.clone();
     let reloader = server.clone();

@@ -103,9 +103,7 @@ async fn serve(a: Args) -> anyhow::Result<ExitCode> {
                     Arc::new(WafComponent(waf.clone())),
                 ],
             );
-            let l = tandem_admin::Admin::bind(addr).await?;
-            tracing::info!(%addr, "admin API listening");
-            Some(tokio::spawn(admin.serve(l, cancel.clone())))
+            Some(admin.spawn(addr, cancel.clone()).await?)
         }
         None => None,
     };

@@ -90,10 +90,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         } else {
             let mut metrics = prometheus_client::registry::Registry::default();
             handle.register_metrics(&mut metrics);
-            let admin = tandem_admin::Admin::new(&regions, admin_token, metrics, vec![handle.component()]);
-            let l = tandem_admin::Admin::bind(admin_addr).await?;
-            tracing::info!(admin = %admin_addr, "admin API and status page at http://{admin_addr}/");
-            Some(tokio::spawn(admin.serve(l, shutdown.clone())))
+            let admin =
+                tandem_admin::Admin::new(&regions, admin_token, metrics, vec![handle.component()]);
+            Some(admin.spawn(admin_addr, shutdown.clone()).await?)
         };
         shutdown.cancelled().await;
         tracing::info!("shutting down: finishing in-flight requests");

@@ -563,14 +563,7 @@ fn serve(
                     metrics,
                     vec![Arc::new(component)],
                 );
-                let l = tandem_admin::Admin::bind(plan.addr).await.with_context(|| {
-                    format!(
-                        "serving the admin API on {} (pass --admin ADDR for another address, or --no-admin)",
-                        plan.addr
-                    )
-                })?;
-                tracing::info!(admin = %plan.addr, "admin API and status page at http://{}/", plan.addr);
-                Some(tokio::spawn(admin.serve(l, cancel.clone())))
+                Some(admin.spawn(plan.addr, cancel.clone()).await?)
             }
         };
         for s in agents {
