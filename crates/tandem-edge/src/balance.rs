@@ -39,6 +39,11 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }
+
+    /// The instant `ms` milliseconds after start.
+    pub fn at(&self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
 }
 
 /// The health of one origin, shared by the prober, passive health, selection and status; it

@@ -23,38 +23,70 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(n) || n == PROXY_CONNECTION
+/// The index of a hop-by-hop header in [`HOP_BY_HOP`], `Proxy-Connection` after them.
+fn hop_index(n: &HeaderName) -> Option<usize> {
+    HOP_BY_HOP
+        .iter()
+        .position(|h| h == n)
+        .or_else(|| (*n == PROXY_CONNECTION).then_some(HOP_BY_HOP.len()))
 }
 
 /// Remove hop-by-hop headers, including those named in `Connection`. When `keep_upgrade` is
 /// set (a WebSocket handshake being passed through), `Connection: upgrade` and `Upgrade`
 /// survive.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names instead of a lookup per name.
-    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+    // One pass notes which hop-by-hop headers are present (a bit each) and whether
+    // `Connection` names anything beyond `close` / `keep-alive`; most messages carry none or
+    // only `Connection: keep-alive`, and then no header needs more than one removal.
+    let mut present = 0u16;
+    let mut names_others = false;
+    for (n, v) in headers.iter() {
+        // A header literally named `close` goes when `Connection: close` names it.
+        names_others |= n.as_str() == "close";
+        if let Some(i) = hop_index(n) {
+            present |= 1 << i;
+            if i == 0 {
+                names_others |= v
+                    .as_bytes()
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| {
+                        !t.is_empty()
+                            && !t.eq_ignore_ascii_case(b"close")
+                            && !t.eq_ignore_ascii_case(b"keep-alive")
+                    });
+            }
+        }
+    }
+    if present == 0 && !keep_upgrade {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if keep_upgrade && n == header::UPGRADE {
+    if names_others {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if keep_upgrade && n == header::UPGRADE {
+                continue;
+            }
+            headers.remove(n);
+        }
+    }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) == 0
+            || keep_upgrade && (*n == header::CONNECTION || *n == header::UPGRADE)
+        {
             continue;
         }
         headers.remove(n);
     }
-    for n in HOP_BY_HOP.iter() {
-        if keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE) {
-            continue;
-        }
-        headers.remove(n);
+    if present & (1 << HOP_BY_HOP.len()) != 0 {
+        headers.remove(PROXY_CONNECTION);
     }
-    headers.remove(PROXY_CONNECTION);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -150,12 +182,23 @@ fn strip_port(h: &str) -> &str {
 }
 
 /// How a client appears in forwarding headers, computed once per connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClientNode {
     /// The address as text, for `X-Forwarded-For`.
     pub ip: HeaderValue,
     /// The `for=` node of `Forwarded` (IPv6 quoted and bracketed, RFC 7239).
     pub node: String,
+    /// The forwarding values of the connection's last host.
+    last: std::sync::Mutex<Option<HostForwarding>>,
+}
+
+/// `X-Forwarded-Host` and `Forwarded` for one host, kept per connection.
+#[derive(Debug)]
+struct HostForwarding {
+    host: Box<str>,
+    scheme: &'static str,
+    x_forwarded_host: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
 }
 
 impl ClientNode {
@@ -170,6 +213,7 @@ impl ClientNode {
                 IpAddr::V4(_) => text,
                 IpAddr::V6(_) => format!("\"[{text}]\""),
             },
+            last: std::sync::Mutex::new(None),
         }
     }
 }
@@ -195,16 +239,60 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientNode, scheme: &str,
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
-    let host_ok = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
     let prev = headers
         .get(header::FORWARDED)
         .and_then(|v| v.to_str().ok())
         .filter(|p| !p.trim().is_empty());
+    // Without an earlier `Forwarded`, both values depend only on the connection and the
+    // host: the connection keeps the last pair (a keep-alive connection asks for one host).
+    if prev.is_none() {
+        let mut last = client.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = last
+            .as_ref()
+            .filter(|f| &*f.host == host && f.scheme == scheme)
+        {
+            if let Some(h) = &f.x_forwarded_host {
+                headers.insert(X_FORWARDED_HOST, h.clone());
+            }
+            if let Some(v) = &f.forwarded {
+                headers.insert(header::FORWARDED, v.clone());
+            }
+            return;
+        }
+        let f = HostForwarding {
+            host: host.into(),
+            scheme: if scheme == "https" { "https" } else { "http" },
+            x_forwarded_host: HeaderValue::from_str(host).ok(),
+            forwarded: forwarded_value(None, client, scheme, host),
+        };
+        if let Some(h) = &f.x_forwarded_host {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        if let Some(v) = &f.forwarded {
+            headers.insert(header::FORWARDED, v.clone());
+        }
+        *last = Some(f);
+        return;
+    }
+    let forwarded = forwarded_value(prev, client, scheme, host);
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    if let Some(v) = forwarded {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// `Forwarded` with this hop appended to `prev`.
+fn forwarded_value(
+    prev: Option<&str>,
+    client: &ClientNode,
+    scheme: &str,
+    host: &str,
+) -> Option<HeaderValue> {
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
     let mut fwd = String::with_capacity(
         prev.map_or(0, |p| p.len() + 2) + client.node.len() + host.len() + 32,
     );
@@ -224,9 +312,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientNode, scheme: &str,
     }
     fwd.push_str(";proto=");
     fwd.push_str(scheme);
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
-        headers.insert(header::FORWARDED, v);
-    }
+    HeaderValue::from_str(&fwd).ok()
 }
 
 /// Request ids: a random per-process prefix and a counter, 32 hex digits; unique without
@@ -322,6 +408,30 @@ mod tests {
     }
 
     #[test]
+    fn connection_close_and_keep_alive_strip_only_what_they_name() {
+        // The common origin answer: only `Connection` itself goes.
+        let mut h = map(&[("connection", "keep-alive"), ("content-length", "2")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // `close` names a header too, when there is one by that name.
+        let mut h = map(&[("connection", "close"), ("close", "x"), ("a", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("a"));
+        // Several Connection headers, one naming a custom header.
+        let mut h = map(&[
+            ("connection", "close"),
+            ("connection", " X-Hop "),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("b", "2"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("b"));
+    }
+
+    #[test]
     fn upgrade_survives_when_asked() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&h));
@@ -377,6 +487,25 @@ mod tests {
             h["forwarded"],
             "for=\"[2001:db8::5]\";host=app.example.com;proto=https"
         );
+        // One connection, requests for different hosts and with an earlier Forwarded: the
+        // per-connection values follow the host and never hide an earlier hop.
+        let node = ClientNode::new("192.0.2.9:1".parse().expect("addr"));
+        for (host, prev, want) in [
+            ("a.test", None, "for=192.0.2.9;host=a.test;proto=http"),
+            ("a.test", None, "for=192.0.2.9;host=a.test;proto=http"),
+            ("b.test", None, "for=192.0.2.9;host=b.test;proto=http"),
+            (
+                "b.test",
+                Some("for=10.0.0.1"),
+                "for=10.0.0.1, for=192.0.2.9;host=b.test;proto=http",
+            ),
+            ("a.test", None, "for=192.0.2.9;host=a.test;proto=http"),
+        ] {
+            let mut h = map(&prev.map(|p| vec![("forwarded", p)]).unwrap_or_default());
+            add_forwarded(&mut h, &node, "http", host);
+            assert_eq!(h["forwarded"], want);
+            assert_eq!(h["x-forwarded-host"], host);
+        }
     }
 
     #[test]

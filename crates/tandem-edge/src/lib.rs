@@ -43,6 +43,7 @@ mod server;
 pub mod status;
 pub mod tls;
 pub mod waf;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

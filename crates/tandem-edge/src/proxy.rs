@@ -37,6 +37,7 @@ use crate::error::{ProxyError, ProxyErrorKind, Source};
 use crate::headers;
 use crate::inspect::{RequestHead, Transaction, Verdict};
 use crate::rules::{RuleOutcome, RuleRequest};
+use crate::watch::{InFlight, Watch};
 use crate::{Inner, Snapshot};
 
 /// How the client connected.
@@ -68,6 +69,8 @@ pub struct ConnInfo {
     pub scheme: Scheme,
     /// The client in forwarding headers, formatted once per connection.
     pub node: Arc<headers::ClientNode>,
+    /// The connection's deadlines (HTTP/1).
+    pub watch: Arc<Watch>,
 }
 
 /// What the log phase needs, filled in as the request goes.
@@ -96,6 +99,13 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, Infallible> {
     let snap = inner.snapshot.load_full();
+    // HTTP/1 requests hold the connection's head deadline off until their response ends.
+    let in_flight = if req.version() == Version::HTTP_2 {
+        info.watch.set_h2();
+        None
+    } else {
+        Some(info.watch.request())
+    };
     let mut ctx = Ctx {
         start: Instant::now(),
         request_id: inner.ids.next(),
@@ -125,7 +135,7 @@ pub(crate) async fn handle(
             local_response(status, why)
         }
     };
-    Ok(finish(&inner, &snap, ctx, resp))
+    Ok(finish(&inner, &snap, ctx, resp, in_flight))
 }
 
 type Answer = (StatusCode, &'static str);
@@ -392,17 +402,20 @@ async fn proxy(
         origin.health.requests.fetch_add(1, Ordering::Relaxed);
         origin.health.in_flight.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
-        let result = tokio::time::timeout(
-            snap.cfg.timeouts.first_byte,
-            inner
-                .client
-                .send(&origin.pool, up, client_upgrade.is_some(), &inner.tracker),
-        )
-        .await;
+        let send = inner
+            .client
+            .send(&origin.pool, up, client_upgrade.is_some(), &inner.tracker);
+        let first_byte = snap.cfg.timeouts.first_byte;
+        let result = if ctx.version == Version::HTTP_2 {
+            tokio::time::timeout(first_byte, send).await.ok()
+        } else {
+            let deadline = now + first_byte.as_millis() as u64;
+            ctx.info.watch.first_byte(deadline, send).await
+        };
         origin.health.in_flight.fetch_sub(1, Ordering::Relaxed);
         let now = inner.clock.now_ms();
         let err = match result {
-            Ok(Ok((resp, lease))) => {
+            Some(Ok((resp, lease))) => {
                 ctx.origin_latency = Some(sent_at.elapsed().as_secs_f64() * 1000.0);
                 let status = resp.status().as_u16();
                 let failed = status >= 500 && status != 501 && status != 505;
@@ -436,8 +449,8 @@ async fn proxy(
                 )
                 .await);
             }
-            Ok(Err(e)) => classify(&e, &replay),
-            Err(_) => ProxyError {
+            Some(Err(e)) => classify(&e, &replay),
+            None => ProxyError {
                 kind: ProxyErrorKind::FirstByteTimeout,
                 source: Source::Origin,
                 detail: format!("no response within {:?}", snap.cfg.timeouts.first_byte),
@@ -652,6 +665,7 @@ fn finish(
     snap: &Arc<Snapshot>,
     ctx: Ctx,
     mut resp: Response<BoxBody>,
+    in_flight: Option<InFlight>,
 ) -> Response<BoxBody> {
     let status = resp.status().as_u16();
     let h = resp.headers_mut();
@@ -665,15 +679,19 @@ fn finish(
     let route_metrics = ctx.route.map(|r| Arc::clone(&snap.routes[r].metrics));
     let log = snap.cfg.access_log.then(|| inner.access_log.clone());
     let Some(log) = log else {
-        // No access log: the end of the body only feeds the route's metrics, so the closure
-        // carries two words instead of the whole request context.
-        let Some(m) = route_metrics else {
+        // No access log: the end of the body only feeds the route's metrics and ends the
+        // request on its connection, so the closure carries three words instead of the
+        // whole request context.
+        if route_metrics.is_none() && in_flight.is_none() {
             return resp;
-        };
+        }
         let start = ctx.start;
         let (parts, body) = resp.into_parts();
         let body = OnEnd::new(body, move |_, _| {
-            m.observe(status, start.elapsed().as_secs_f64())
+            if let Some(m) = route_metrics {
+                m.observe(status, start.elapsed().as_secs_f64());
+            }
+            drop(in_flight);
         });
         return Response::from_parts(parts, body.boxed_unsync());
     };
@@ -723,6 +741,7 @@ fn finish(
                 rules: ctx.rules,
             });
         }
+        drop(in_flight);
     });
     Response::from_parts(parts, body.boxed_unsync())
 }

@@ -19,6 +19,7 @@ use crate::Inner;
 use crate::error::EdgeError;
 use crate::headers::ClientNode;
 use crate::proxy::{ConnInfo, Scheme};
+use crate::watch::{Watch, Watched};
 
 /// Bind a listener with SO_REUSEADDR and a deep backlog.
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
@@ -46,7 +47,9 @@ fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
         // hyper refuses buffers under 8KiB; the exact limit is enforced per request (431).
         .max_buf_size(l.max_header_bytes.max(8192) + 1024)
         .max_headers(l.max_headers)
-        .header_read_timeout(t.client_header)
+        // The head deadline is the connection's Watch (one timer per connection, not one
+        // per request); hyper would otherwise default to a 30 s timer per request.
+        .header_read_timeout(None)
         // One buffer per write: the head and a small body leave in one copy and one iovec
         // instead of a queue of buffers (measured: less CPU per request on small answers).
         .writev(false)
@@ -116,10 +119,12 @@ async fn serve_connection(
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (header_timeout, drain) = {
+    let (header_timeout, first_byte, drain) = {
         let s = inner.snapshot.load();
-        (s.cfg.timeouts.client_header, s.cfg.timeouts.drain)
+        let t = &s.cfg.timeouts;
+        (t.client_header, t.first_byte, t.drain)
     };
+    let watch = Watch::new(inner.clock, header_timeout, first_byte);
     match tls {
         Some(acceptor) => {
             let tls_stream = tokio::select! {
@@ -139,11 +144,15 @@ async fn serve_connection(
                 },
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                watch.set_h2();
+            }
             let info = ConnInfo {
                 client: peer,
                 local,
                 scheme: Scheme::Https,
                 node: Arc::new(ClientNode::new(peer)),
+                watch,
             };
             if h2 {
                 let b = builder.clone().http2_only();
@@ -159,6 +168,7 @@ async fn serve_connection(
                 local,
                 scheme: Scheme::Http,
                 node: Arc::new(ClientNode::new(peer)),
+                watch,
             };
             drive(inner, builder, TokioIo::new(stream), info, cancel, drain).await;
         }
@@ -177,20 +187,23 @@ async fn drive<I>(
 {
     let inner2 = inner.clone();
     let client = info.client;
+    let watch = info.watch.clone();
     let service = service_fn(move |req| crate::proxy::handle(inner2.clone(), info.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    let conn = Watched::new(builder.serve_connection_with_upgrades(io, service), watch);
     tokio::pin!(conn);
     // Biased: the connection is polled first and the cancellation only when the connection
     // is pending (the common case pays one branch fewer per wake-up).
     tokio::select! {
         biased;
-        r = conn.as_mut() => {
-            if let Err(e) = r {
+        r = conn.as_mut() => match r {
+            Some(Err(e)) => {
                 tracing::debug!(client = %client, error = %e, "connection ended with an error");
             }
-        }
+            None => tracing::debug!(client = %client, "no request head in time; connection closed"),
+            Some(Ok(())) => {}
+        },
         _ = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
+            conn.as_mut().conn().graceful_shutdown();
             match tokio::time::timeout(drain, conn.as_mut()).await {
                 Ok(_) => {}
                 Err(_) => tracing::warn!(client = %client, "connection still busy after the drain timeout; closing it"),

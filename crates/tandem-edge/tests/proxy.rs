@@ -1611,3 +1611,90 @@ async fn content_length_with_transfer_encoding_never_reaches_the_origin_and_clos
     assert!(o.requests.load(Ordering::SeqCst) <= 2);
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn first_byte_and_head_deadlines_hold_on_http1_and_http2() {
+    let a = Origin::start("a").await;
+    let t = format!(
+        "timeouts = {{ client_header = \"400ms\", first_byte = \"400ms\" }}\n\
+         [edge.routes.app]\ndomains = [\"*\"]\ngroup = \"web\"\nhttp = \"serve\"\n{}",
+        one_group("web", &[&a], "")
+    );
+    let edge = TestEdge::start(&t, APP).await;
+    let h1 = edge
+        .client_builder(&["app.example.com"])
+        .http1_only()
+        .build()
+        .unwrap();
+    let h2 = edge.client(&["app.example.com"]);
+    for (c, want) in [
+        (&h1, reqwest::Version::HTTP_11),
+        (&h2, reqwest::Version::HTTP_2),
+    ] {
+        // An origin slower than first_byte: 504 at about the deadline, not at the origin's pace.
+        let started = std::time::Instant::now();
+        let r = c
+            .get(edge.url("app.example.com", "/slow/3000"))
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(r.version(), want);
+        assert_eq!(r.status(), 504, "{want:?}");
+        assert!(
+            took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
+            "{want:?}: 504 after {took:?}"
+        );
+        // The next requests on the same connection are not hit by the deadline that passed;
+        // an answer within first_byte passes.
+        let r = c
+            .get(edge.url("app.example.com", "/slow/250"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{want:?}");
+        let r = c
+            .get(edge.url("app.example.com", "/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{want:?}");
+    }
+    // A response streaming for longer than client_header is not cut by the head deadline.
+    let started = std::time::Instant::now();
+    let r = h1
+        .get(edge.url("app.example.com", "/stream/6/150"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(!body.is_empty());
+    // An idle keep-alive connection is closed client_header after its last response.
+    let mut s = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => rest.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle connection still open after 3 s");
+    let after = idle.elapsed();
+    assert!(
+        after >= Duration::from_millis(300) && after < Duration::from_millis(1500),
+        "idle connection closed after {after:?}"
+    );
+    edge.stop().await;
+}

@@ -128,11 +128,15 @@ async fn origin_handler(
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(b.body(full(format!("{name} slow"))).unwrap());
     }
-    if path == "/stream" {
+    // `/stream` or `/stream/<chunks>/<ms between chunks>`.
+    if let Some(spec) = path.strip_prefix("/stream") {
+        let mut it = spec.trim_start_matches('/').split('/');
+        let n: usize = it.next().and_then(|v| v.parse().ok()).unwrap_or(5);
+        let ms: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(10);
         let chunks =
-            (0..5).map(|i| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i};")))));
-        let s = futures::stream::iter(chunks).then(|c| async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            (0..n).map(|i| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i};")))));
+        let s = futures::stream::iter(chunks).then(move |c| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             c
         });
         return Ok(b.body(BodyExt::boxed(StreamBody::new(s))).unwrap());
