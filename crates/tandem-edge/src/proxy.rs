@@ -401,7 +401,8 @@ async fn proxy(
 
         origin.health.requests.fetch_add(1, Ordering::Relaxed);
         origin.health.in_flight.fetch_add(1, Ordering::Relaxed);
-        let sent_at = Instant::now();
+        // Only the access log reads the origin's latency.
+        let sent_at = snap.cfg.access_log.then(Instant::now);
         let send = inner
             .client
             .send(&origin.pool, up, client_upgrade.is_some(), &inner.tracker);
@@ -413,12 +414,13 @@ async fn proxy(
             ctx.info.watch.first_byte(deadline, send).await
         };
         origin.health.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let now = inner.clock.now_ms();
         let err = match result {
             Some(Ok((resp, lease))) => {
-                ctx.origin_latency = Some(sent_at.elapsed().as_secs_f64() * 1000.0);
+                ctx.origin_latency = sent_at.map(|t| t.elapsed().as_secs_f64() * 1000.0);
                 let status = resp.status().as_u16();
                 let failed = status >= 500 && status != 501 && status != 505;
+                // Only failures need the time (ejection and the retry budget).
+                let now = if failed { inner.clock.now_ms() } else { 0 };
                 group.record(oi, failed, now);
                 if failed {
                     om.status_5xx.inc();
@@ -456,6 +458,7 @@ async fn proxy(
                 detail: format!("no response within {:?}", snap.cfg.timeouts.first_byte),
             },
         };
+        let now = inner.clock.now_ms();
         match err.kind {
             ProxyErrorKind::Connect => {
                 om.connect_error.inc();
