@@ -128,7 +128,10 @@ pub(crate) async fn handle(
         error: None,
         rules: Vec::new(),
     };
-    let resp = match proxy(&inner, &snap, &mut ctx, req).await {
+    // The request's big state (origin connect, TLS, retries) lives in a box of its own: the
+    // future hyper holds and moves (into a task per HTTP/2 stream, into its slot per HTTP/1
+    // request) stays a few hundred bytes.
+    let resp = match Box::pin(proxy(&inner, &snap, &mut ctx, req)).await {
         Ok(r) => r,
         Err((status, why)) => {
             ctx.error = Some(why.to_string());
