@@ -113,8 +113,10 @@ type Conn = http1::Connection<TokioIo<OriginIo>, BoxBody>;
 /// holds the lease drives.
 pub struct Lease {
     sender: http1::SendRequest<BoxBody>,
-    /// `None` once the connection has ended.
-    conn: Option<Conn>,
+    /// `None` once the connection has ended. Boxed (once per connection): a lease moves
+    /// from the pool to the request to the response body and back, and hyper's connection
+    /// state is about a kilobyte.
+    conn: Option<Pin<Box<Conn>>>,
     pool: Arc<OriginPool>,
 }
 
@@ -123,7 +125,7 @@ impl Lease {
     fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self.conn.as_mut() {
             None => Poll::Ready(()),
-            Some(c) => match Pin::new(c).poll(cx) {
+            Some(c) => match c.as_mut().poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(r) => {
                     if let Err(e) = r {
@@ -351,7 +353,7 @@ impl OriginClient {
             .map_err(|e| err(e.to_string()))?;
         Ok(Lease {
             sender,
-            conn: Some(conn),
+            conn: Some(Box::pin(conn)),
             pool: pool.clone(),
         })
     }
@@ -382,14 +384,16 @@ impl OriginClient {
             let reused = std::future::poll_fn(|cx| Poll::Ready(self.checkout(pool, cx))).await;
             let (mut lease, reused) = match reused {
                 Some(l) => (l, true),
-                None => (self.connect(pool).await?, false),
+                // Connecting (TCP, TLS, handshake) is a big future of its own, boxed so that
+                // the common case (a pooled connection) does not carry and move it.
+                None => (Box::pin(self.connect(pool)).await?, false),
             };
             if upgrade {
                 let Some(conn) = lease.conn.take() else {
                     continue;
                 };
                 tracker.spawn(async move {
-                    if let Err(e) = conn.with_upgrades().await {
+                    if let Err(e) = Pin::into_inner(conn).with_upgrades().await {
                         tracing::debug!(error = %e, "upgraded origin connection ended with an error");
                     }
                 });
