@@ -629,6 +629,7 @@ struct Reuse {
     union_refs: Vec<VarRef>,
     union_parts: Vec<u32>,
     union_locs: Vec<Loc>,
+    set_parts: Vec<u32>,
 }
 
 /// At most this many buffer sets wait per thread (one per transaction in flight on it).
@@ -657,6 +658,7 @@ impl Reuse {
                 union_refs: Vec::with_capacity(64),
                 union_parts: Vec::with_capacity(64),
                 union_locs: Vec::with_capacity(16),
+                set_parts: Vec::with_capacity(16),
                 ..Reuse::default()
             })
     }
@@ -678,6 +680,7 @@ impl Reuse {
         self.union_refs.clear();
         self.union_parts.clear();
         self.union_locs.clear();
+        self.set_parts.clear();
     }
 
     /// Hand the buffers to the next transaction on this thread.
@@ -745,6 +748,7 @@ pub struct Transaction {
     union_refs: Vec<VarRef>,
     union_parts: Vec<u32>,
     union_locs: Vec<Loc>,
+    set_parts: Vec<u32>,
     scans: Scans,
     prefiltered: u32,
     /// Extra error-log lines (body parser errors), for tooling.
@@ -775,6 +779,7 @@ impl Drop for Transaction {
             union_refs: std::mem::take(&mut self.union_refs),
             union_parts: std::mem::take(&mut self.union_parts),
             union_locs: std::mem::take(&mut self.union_locs),
+            set_parts: std::mem::take(&mut self.set_parts),
         }
         .give_back();
     }
@@ -897,6 +902,7 @@ impl Transaction {
             union_refs: reuse.union_refs,
             union_parts: reuse.union_parts,
             union_locs: reuse.union_locs,
+            set_parts: reuse.set_parts,
             scans: reuse.scans,
             prefiltered: 0,
             notes: Vec::new(),
@@ -1016,9 +1022,11 @@ impl Transaction {
             Some(&u) => u,
             None => {
                 let steps = rs.trie().path(rule.tchain);
-                let mut parts = Vec::with_capacity(rule.targets.len());
+                let mut parts = std::mem::take(&mut self.set_parts);
+                parts.clear();
                 for (ti, t) in rule.targets.iter().enumerate() {
                     let Some(&tid) = rule.target_ids.get(ti) else {
+                        self.set_parts = parts;
                         return true;
                     };
                     parts.push(self.target_union(rs, tid, t, rule.tchain, steps, all_steps));
@@ -1028,6 +1036,7 @@ impl Transaction {
                 } else {
                     self.scans.union(&parts)
                 };
+                self.set_parts = parts;
                 self.scans.by_set.insert(key, u);
                 u
             }
@@ -1536,7 +1545,7 @@ impl Transaction {
         self.collect(link, &mut refs);
         let capture = link.actions.capture;
         let mut matched_any = false;
-        let mut locs: Vec<Loc> = Vec::new();
+        let mut locs = std::mem::take(&mut self.union_locs);
         for r in &refs {
             let key = if r.var.is_stable() {
                 r.cache_key()
@@ -1627,6 +1636,7 @@ impl Transaction {
             self.run_effects(starter, link);
         }
         self.refs_buf = refs;
+        self.union_locs = locs;
         matched_any
     }
 
@@ -1995,7 +2005,9 @@ impl Transaction {
                             });
                         }
                     } else {
-                        for (k, val) in self.tx.ordered() {
+                        // Only the selected variables are put in creation order (a regex key
+                        // selects a few of the hundred and more).
+                        for (k, val) in self.tx.select(|k| t.key.selects(k.as_bytes())) {
                             push(k, val);
                         }
                     }
