@@ -633,9 +633,12 @@ struct Reuse {
 }
 
 /// At most this many buffer sets wait per thread (one per transaction in flight on it).
-const REUSE_MAX: usize = 64;
-/// A transformation arena or literal pool larger than this is not kept.
-const REUSE_MAX_BYTES: usize = 1 << 20;
+const REUSE_MAX: usize = 32;
+/// A buffer larger than this (a big request's transformation arena, say) is not kept, so
+/// what a thread holds stays in the low megabytes.
+const REUSE_MAX_BYTES: usize = 256 << 10;
+/// Nor a map with more entries than this.
+const REUSE_MAX_ENTRIES: usize = 16 << 10;
 
 thread_local! {
     static REUSE: std::cell::RefCell<Vec<Reuse>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -692,7 +695,10 @@ impl Reuse {
                 .cache
                 .dense
                 .iter()
-                .any(|d| d.capacity() * 8 > REUSE_MAX_BYTES)
+                .any(|d| d.capacity() * std::mem::size_of::<Loc>() > REUSE_MAX_BYTES)
+            || self.cache.memo.capacity() > REUSE_MAX_ENTRIES
+            || self.scans.by_value.capacity() > REUSE_MAX_ENTRIES
+            || self.scans.recs.capacity() > REUSE_MAX_ENTRIES
         {
             return;
         }
@@ -2333,6 +2339,60 @@ SecRule ARGS "@rx <script" "id:2,phase:1,deny,status:406,t:none,t:urlDecodeUni,t
         assert_eq!(t.matches()[0].message, "XSS in ARGS:q");
         assert_eq!(t.matches()[0].matched_value, "<script>");
         assert_eq!(t.silent_matches(), 1);
+    }
+
+    /// A transaction starts from buffers an earlier one on the thread left behind (TX values,
+    /// dynamic TX names, transformation results, prefilter scans, MATCHED_VARS): nothing of
+    /// the earlier request may show through.
+    #[test]
+    fn reused_buffers_leave_nothing_behind() {
+        let rs = rs(r#"
+SecRuleEngine DetectionOnly
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:10,phase:1,pass,log,capture,t:lowercase,setvar:'tx.seen_%{tx.0}=%{tx.0}'"
+SecRule ARGS "@rx (?i)select" "id:11,phase:1,pass,log,t:urlDecodeUni,t:lowercase,capture,setvar:tx.hits=+1,chain"
+    SecRule MATCHED_VARS "@contains union" "setvar:tx.chained=1"
+SecRule TX:/^seen_/ "@streq x-first" "id:12,phase:1,pass,log"
+"#);
+        let run = |h: &RequestHead| {
+            let mut t = Transaction::new(rs.clone(), h);
+            t.process_request_headers();
+            t.process_request_body(b"");
+            t.process_logging();
+            let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+            (t.tx_collection(), ids)
+        };
+        let first = head(
+            "/a?q=1%20UNION%20SELECT%202&r=select",
+            &[("X-First", "1"), ("Host", "a.example")],
+        );
+        let second = head("/b?q=plain&s=text", &[("Host", "b.example")]);
+        let fresh = {
+            let second = second.clone();
+            let rs = rs.clone();
+            std::thread::spawn(move || {
+                let mut t = Transaction::new(rs, &second);
+                t.process_request_headers();
+                t.process_request_body(b"");
+                t.process_logging();
+                let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+                (t.tx_collection(), ids)
+            })
+            .join()
+            .expect("thread")
+        };
+        let (tx1, ids1) = run(&first);
+        assert!(ids1.contains(&11) && ids1.contains(&12), "{ids1:?}");
+        assert!(tx1.iter().any(|(k, _)| k == "seen_x-first"));
+        assert!(tx1.iter().any(|(k, _)| k == "chained"));
+        for _ in 0..3 {
+            assert_eq!(run(&second), fresh);
+        }
+        assert!(
+            !fresh
+                .0
+                .iter()
+                .any(|(k, _)| k == "seen_x-first" || k == "hits")
+        );
     }
 
     #[test]
