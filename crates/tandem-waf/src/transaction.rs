@@ -385,11 +385,16 @@ struct TCache {
     nodes: usize,
     arena: Vec<u8>,
     scratch: Vec<u8>,
+    /// (value class, index, input, transformation) -> output, for steps that changed their
+    /// input: chains that reach the same intermediate value through different prefixes
+    /// (`t:utf8toUnicode` changed nothing, then `t:urlDecodeUni`) share the step's result,
+    /// its arena bytes, and so the prefilter's scan of them.
+    memo: FastMap<(u8, u32, Loc, Transform), Loc>,
 }
 
 const CACHE_CLASSES: usize = 18;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Loc {
     Unset,
     Base,
@@ -446,15 +451,24 @@ impl TCache {
             {
                 loc = l;
             } else {
-                let input = match loc {
-                    Loc::Base | Loc::Unset => base,
-                    Loc::Arena(s, l) => &self.arena[s as usize..(s + l) as usize],
-                };
-                let changed = t.apply(input, &mut self.scratch);
-                if changed {
-                    let start = self.arena.len();
-                    self.arena.extend_from_slice(&self.scratch);
-                    loc = Loc::Arena(start as u32, self.scratch.len() as u32);
+                let memo = key.and_then(|(k, i)| self.memo.get(&(k, i, loc, t)).copied());
+                if let Some(out) = memo {
+                    loc = out;
+                } else {
+                    let input = match loc {
+                        Loc::Base | Loc::Unset => base,
+                        Loc::Arena(s, l) => &self.arena[s as usize..(s + l) as usize],
+                    };
+                    let changed = t.apply(input, &mut self.scratch);
+                    if changed {
+                        let start = self.arena.len();
+                        self.arena.extend_from_slice(&self.scratch);
+                        let out = Loc::Arena(start as u32, self.scratch.len() as u32);
+                        if let Some((k, i)) = key {
+                            self.memo.insert((k, i, loc, t), out);
+                        }
+                        loc = out;
+                    }
                 }
                 if let Some((k, i)) = key {
                     self.store(k, i, node, loc);
@@ -571,6 +585,134 @@ impl Scans {
     }
 }
 
+/// `MATCHED_VARS`: the (name, value) pairs the current rule's last matching link matched.
+/// Entries keep their buffers when the list is emptied, so recording a match copies bytes
+/// into existing allocations.
+#[derive(Debug, Default)]
+struct MatchedVars {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    len: usize,
+}
+
+impl MatchedVars {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        if self.len == self.entries.len() {
+            self.entries.push((Vec::new(), Vec::new()));
+        }
+        let (n, v) = &mut self.entries[self.len];
+        n.clear();
+        n.extend_from_slice(name);
+        v.clear();
+        v.extend_from_slice(value);
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Vec<u8>, Vec<u8>)> {
+        self.entries[..self.len].iter()
+    }
+}
+
+/// The working buffers of a transaction, handed to the next transaction on the same thread
+/// when it ends: TX value buffers, the transformation cache and its arena, the prefilter's
+/// maps. Refilling them costs no allocation once they have grown to a request's size; a
+/// transaction that made one of them unusually large does not return it.
+#[derive(Debug, Default)]
+struct Reuse {
+    tx: TxStore,
+    cache: TCache,
+    scans: Scans,
+    refs_buf: Vec<VarRef>,
+    union_refs: Vec<VarRef>,
+    union_parts: Vec<u32>,
+    union_locs: Vec<Loc>,
+    set_parts: Vec<u32>,
+}
+
+/// At most this many buffer sets wait per thread (one per transaction in flight on it).
+const REUSE_MAX: usize = 32;
+/// A buffer larger than this (a big request's transformation arena, say) is not kept, so
+/// what a thread holds stays in the low megabytes.
+const REUSE_MAX_BYTES: usize = 256 << 10;
+/// Nor a map with more entries than this.
+const REUSE_MAX_ENTRIES: usize = 16 << 10;
+
+thread_local! {
+    static REUSE: std::cell::RefCell<Vec<Reuse>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Reuse {
+    /// Buffers for a new transaction: a set left by an earlier one on this thread, else new.
+    fn take() -> Reuse {
+        REUSE
+            .try_with(|p| p.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Reuse {
+                cache: TCache {
+                    arena: Vec::with_capacity(4096),
+                    scratch: Vec::with_capacity(1024),
+                    ..TCache::default()
+                },
+                refs_buf: Vec::with_capacity(64),
+                union_refs: Vec::with_capacity(64),
+                union_parts: Vec::with_capacity(64),
+                union_locs: Vec::with_capacity(16),
+                set_parts: Vec::with_capacity(16),
+                ..Reuse::default()
+            })
+    }
+
+    /// Empty everything, keeping capacity.
+    fn clear(&mut self) {
+        for d in &mut self.cache.dense {
+            d.clear();
+        }
+        self.cache.arena.clear();
+        self.cache.scratch.clear();
+        self.cache.memo.clear();
+        self.scans.by_value.clear();
+        self.scans.by_target.clear();
+        self.scans.by_set.clear();
+        self.scans.recs.clear();
+        self.scans.pool.clear();
+        self.refs_buf.clear();
+        self.union_refs.clear();
+        self.union_parts.clear();
+        self.union_locs.clear();
+        self.set_parts.clear();
+    }
+
+    /// Hand the buffers to the next transaction on this thread.
+    fn give_back(mut self) {
+        if self.cache.arena.capacity() > REUSE_MAX_BYTES
+            || self.cache.scratch.capacity() > REUSE_MAX_BYTES
+            || self.scans.pool.capacity() * 4 > REUSE_MAX_BYTES
+            || self
+                .cache
+                .dense
+                .iter()
+                .any(|d| d.capacity() * std::mem::size_of::<Loc>() > REUSE_MAX_BYTES)
+            || self.cache.memo.capacity() > REUSE_MAX_ENTRIES
+            || self.scans.by_value.capacity() > REUSE_MAX_ENTRIES
+            || self.scans.recs.capacity() > REUSE_MAX_ENTRIES
+        {
+            return;
+        }
+        self.clear();
+        let _ = REUSE.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut()
+                && p.len() < REUSE_MAX
+            {
+                p.push(self);
+            }
+        });
+    }
+}
+
 /// Runtime changes made by `ctl` actions.
 #[derive(Debug, Default, Clone)]
 struct Ctls {
@@ -588,7 +730,7 @@ pub struct Transaction {
     other_colls: FastMap<String, IndexMap<String, Vec<u8>>>,
     matched_var: Vec<u8>,
     matched_var_name: Vec<u8>,
-    matched_vars: Vec<(Vec<u8>, Vec<u8>)>,
+    matched_vars: MatchedVars,
     cache: TCache,
     ctls: Ctls,
     mode: EngineMode,
@@ -612,6 +754,7 @@ pub struct Transaction {
     union_refs: Vec<VarRef>,
     union_parts: Vec<u32>,
     union_locs: Vec<Loc>,
+    set_parts: Vec<u32>,
     scans: Scans,
     prefiltered: u32,
     /// Extra error-log lines (body parser errors), for tooling.
@@ -629,6 +772,22 @@ impl std::fmt::Debug for Transaction {
             .field("interruption", &self.interruption)
             .field("matches", &self.matches.len())
             .finish()
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        Reuse {
+            tx: std::mem::take(&mut self.tx),
+            cache: std::mem::take(&mut self.cache),
+            scans: std::mem::take(&mut self.scans),
+            refs_buf: std::mem::take(&mut self.refs_buf),
+            union_refs: std::mem::take(&mut self.union_refs),
+            union_parts: std::mem::take(&mut self.union_parts),
+            union_locs: std::mem::take(&mut self.union_locs),
+            set_parts: std::mem::take(&mut self.set_parts),
+        }
+        .give_back();
     }
 }
 
@@ -715,24 +874,18 @@ impl Transaction {
         let request_body_access = s.request_body_access;
         let response_body_access = s.response_body_access;
         let request_body_limit = s.request_body_limit;
+        let mut reuse = Reuse::take();
+        reuse.tx.reset(&layout);
+        reuse.cache.nodes = nodes;
         Transaction {
             rs,
             d,
-            tx: {
-                let mut t = TxStore::default();
-                t.reset(&layout);
-                t
-            },
+            tx: reuse.tx,
             other_colls: FastMap::default(),
             matched_var: Vec::new(),
             matched_var_name: Vec::new(),
-            matched_vars: Vec::new(),
-            cache: TCache {
-                dense: Default::default(),
-                nodes,
-                arena: Vec::with_capacity(4096),
-                scratch: Vec::with_capacity(1024),
-            },
+            matched_vars: MatchedVars::default(),
+            cache: reuse.cache,
             ctls: Ctls::default(),
             mode,
             request_body_access,
@@ -751,11 +904,12 @@ impl Transaction {
             limit_exceeded: false,
             phases_done: 0,
             op_out: OpOutput::default(),
-            refs_buf: Vec::with_capacity(64),
-            union_refs: Vec::with_capacity(64),
-            union_parts: Vec::with_capacity(64),
-            union_locs: Vec::with_capacity(16),
-            scans: Scans::default(),
+            refs_buf: reuse.refs_buf,
+            union_refs: reuse.union_refs,
+            union_parts: reuse.union_parts,
+            union_locs: reuse.union_locs,
+            set_parts: reuse.set_parts,
+            scans: reuse.scans,
             prefiltered: 0,
             notes: Vec::new(),
             evaluated: 0,
@@ -853,6 +1007,7 @@ impl Transaction {
         for class in [16usize, 17] {
             self.cache.dense[class].clear();
         }
+        self.cache.memo.retain(|&(k, ..), _| k < 16);
         self.scans
             .by_value
             .retain(|k, _| !matches!(k, ScanKey::Base(16 | 17, _)));
@@ -873,9 +1028,11 @@ impl Transaction {
             Some(&u) => u,
             None => {
                 let steps = rs.trie().path(rule.tchain);
-                let mut parts = Vec::with_capacity(rule.targets.len());
+                let mut parts = std::mem::take(&mut self.set_parts);
+                parts.clear();
                 for (ti, t) in rule.targets.iter().enumerate() {
                     let Some(&tid) = rule.target_ids.get(ti) else {
+                        self.set_parts = parts;
                         return true;
                     };
                     parts.push(self.target_union(rs, tid, t, rule.tchain, steps, all_steps));
@@ -885,6 +1042,7 @@ impl Transaction {
                 } else {
                     self.scans.union(&parts)
                 };
+                self.set_parts = parts;
                 self.scans.by_set.insert(key, u);
                 u
             }
@@ -1393,8 +1551,7 @@ impl Transaction {
         self.collect(link, &mut refs);
         let capture = link.actions.capture;
         let mut matched_any = false;
-        let mut new_matched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut locs: Vec<Loc> = Vec::new();
+        let mut locs = std::mem::take(&mut self.union_locs);
         for r in &refs {
             let key = if r.var.is_stable() {
                 r.cache_key()
@@ -1402,7 +1559,9 @@ impl Transaction {
                 None
             };
             let base = value_of(&self.d, &self.tx, link, r);
-            let hit: Option<Vec<u8>>;
+            // On a hit the value is copied to MATCHED_VAR at once: captures may overwrite the
+            // TX variable it was read from.
+            let hit: bool;
             {
                 self.op_calls += 1;
                 let mut op_out = std::mem::take(&mut self.op_out);
@@ -1412,7 +1571,7 @@ impl Transaction {
                     locs.clear();
                     locs.push(Loc::Base);
                     self.cache.run(base, key, steps, Some(&mut locs));
-                    let mut found = None;
+                    let mut found = false;
                     let mut prev: Option<&[u8]> = None;
                     for &l in &locs {
                         let v = self.cache.get(base, l);
@@ -1423,7 +1582,9 @@ impl Transaction {
                         let m =
                             link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
                         if m {
-                            found = Some(v.to_vec());
+                            self.matched_var.clear();
+                            self.matched_var.extend_from_slice(v);
+                            found = true;
                             break;
                         }
                     }
@@ -1440,19 +1601,18 @@ impl Transaction {
                         }
                         _ => false,
                     };
-                    if skip {
-                        hit = None;
-                    } else {
-                        let m =
-                            link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
-                        hit = m.then(|| v.to_vec());
+                    hit = !skip
+                        && link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
+                    if hit {
+                        self.matched_var.clear();
+                        self.matched_var.extend_from_slice(v);
                     }
                 }
                 if op_out.limit_exceeded {
                     self.limit_exceeded = true;
                     self.tx.set("msc_pcre_limits_exceeded", b"1");
                 }
-                if hit.is_some() && capture && !link.op.negated {
+                if hit && capture && !link.op.negated {
                     for (i, name) in CAPTURE_NAMES.iter().enumerate() {
                         match op_out.captures.get(i) {
                             Some(Some(c)) => self.tx.set(name, c),
@@ -1467,18 +1627,22 @@ impl Transaction {
                 op_out.captures.clear();
                 self.op_out = op_out;
             }
-            let Some(value) = hit else { continue };
-            matched_any = true;
-            let name = display_name(&self.d, link, r);
-            self.matched_var = value.clone();
-            self.matched_var_name = name.clone();
-            new_matched.push((name, value));
+            if !hit {
+                continue;
+            }
+            if !matched_any {
+                // MATCHED_VARS becomes this link's matches (the values it inspects were
+                // collected before the loop).
+                self.matched_vars.clear();
+                matched_any = true;
+            }
+            display_name(&self.d, link, r, &mut self.matched_var_name);
+            self.matched_vars
+                .push(&self.matched_var_name, &self.matched_var);
             self.run_effects(starter, link);
         }
-        if matched_any {
-            self.matched_vars = new_matched;
-        }
         self.refs_buf = refs;
+        self.union_locs = locs;
         matched_any
     }
 
@@ -1847,7 +2011,9 @@ impl Transaction {
                             });
                         }
                     } else {
-                        for (k, val) in self.tx.ordered() {
+                        // Only the selected variables are put in creation order (a regex key
+                        // selects a few of the hundred and more).
+                        for (k, val) in self.tx.select(|k| t.key.selects(k.as_bytes())) {
                             push(k, val);
                         }
                     }
@@ -1859,7 +2025,7 @@ impl Transaction {
             }
             Var::Env | Var::Geo | Var::Rule => {}
             Var::MatchedVars | Var::MatchedVarsNames => {
-                for (n, val) in &self.matched_vars {
+                for (n, val) in self.matched_vars.iter() {
                     if !t.key.selects(n) {
                         continue;
                     }
@@ -2092,8 +2258,9 @@ impl Transaction {
     }
 }
 
-fn display_name(d: &Data, link: &Rule, r: &VarRef) -> Vec<u8> {
-    let mut s = r.var.name().as_bytes().to_vec();
+fn display_name(d: &Data, link: &Rule, r: &VarRef, s: &mut Vec<u8>) {
+    s.clear();
+    s.extend_from_slice(r.var.name().as_bytes());
     let name: &[u8] = match &r.src {
         Src::Pair(st, i, _) => d.pairs(*st).get(*i as usize).map_or(&[][..], |(n, _)| n),
         Src::TxTarget(i) => match link.targets.get(usize::from(*i)).map(|t| &t.key) {
@@ -2106,7 +2273,6 @@ fn display_name(d: &Data, link: &Rule, r: &VarRef) -> Vec<u8> {
         s.push(b':');
         s.extend_from_slice(name);
     }
-    s
 }
 
 fn header(headers: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
@@ -2173,6 +2339,60 @@ SecRule ARGS "@rx <script" "id:2,phase:1,deny,status:406,t:none,t:urlDecodeUni,t
         assert_eq!(t.matches()[0].message, "XSS in ARGS:q");
         assert_eq!(t.matches()[0].matched_value, "<script>");
         assert_eq!(t.silent_matches(), 1);
+    }
+
+    /// A transaction starts from buffers an earlier one on the thread left behind (TX values,
+    /// dynamic TX names, transformation results, prefilter scans, MATCHED_VARS): nothing of
+    /// the earlier request may show through.
+    #[test]
+    fn reused_buffers_leave_nothing_behind() {
+        let rs = rs(r#"
+SecRuleEngine DetectionOnly
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:10,phase:1,pass,log,capture,t:lowercase,setvar:'tx.seen_%{tx.0}=%{tx.0}'"
+SecRule ARGS "@rx (?i)select" "id:11,phase:1,pass,log,t:urlDecodeUni,t:lowercase,capture,setvar:tx.hits=+1,chain"
+    SecRule MATCHED_VARS "@contains union" "setvar:tx.chained=1"
+SecRule TX:/^seen_/ "@streq x-first" "id:12,phase:1,pass,log"
+"#);
+        let run = |h: &RequestHead| {
+            let mut t = Transaction::new(rs.clone(), h);
+            t.process_request_headers();
+            t.process_request_body(b"");
+            t.process_logging();
+            let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+            (t.tx_collection(), ids)
+        };
+        let first = head(
+            "/a?q=1%20UNION%20SELECT%202&r=select",
+            &[("X-First", "1"), ("Host", "a.example")],
+        );
+        let second = head("/b?q=plain&s=text", &[("Host", "b.example")]);
+        let fresh = {
+            let second = second.clone();
+            let rs = rs.clone();
+            std::thread::spawn(move || {
+                let mut t = Transaction::new(rs, &second);
+                t.process_request_headers();
+                t.process_request_body(b"");
+                t.process_logging();
+                let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
+                (t.tx_collection(), ids)
+            })
+            .join()
+            .expect("thread")
+        };
+        let (tx1, ids1) = run(&first);
+        assert!(ids1.contains(&11) && ids1.contains(&12), "{ids1:?}");
+        assert!(tx1.iter().any(|(k, _)| k == "seen_x-first"));
+        assert!(tx1.iter().any(|(k, _)| k == "chained"));
+        for _ in 0..3 {
+            assert_eq!(run(&second), fresh);
+        }
+        assert!(
+            !fresh
+                .0
+                .iter()
+                .any(|(k, _)| k == "seen_x-first" || k == "hits")
+        );
     }
 
     #[test]

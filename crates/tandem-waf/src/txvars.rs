@@ -167,6 +167,26 @@ impl TxStore {
         }
     }
 
+    /// The variables whose names `keep` accepts, in insertion order.
+    pub(crate) fn select(&self, mut keep: impl FnMut(&str) -> bool) -> Vec<(&str, &[u8])> {
+        let mut v: Vec<(u32, &str, &[u8])> = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.seq != 0 {
+                let name = self.layout.name(i as u32);
+                if keep(name) {
+                    v.push((s.seq, name, s.value.as_slice()));
+                }
+            }
+        }
+        for (k, (seq, val)) in &self.dynamic {
+            if keep(k) {
+                v.push((*seq, k.as_str(), val.as_slice()));
+            }
+        }
+        v.sort_unstable_by_key(|(seq, ..)| *seq);
+        v.into_iter().map(|(_, k, val)| (k, val)).collect()
+    }
+
     /// Every variable in insertion order.
     pub(crate) fn ordered(&self) -> Vec<(&str, &[u8])> {
         let mut v: Vec<(u32, &str, &[u8])> = self

@@ -204,6 +204,19 @@ impl Var {
     }
 }
 
+/// Whether `hay` contains `needle` (lower case), ASCII-case-insensitively.
+fn contains_folded(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    if hay.len() < needle.len() {
+        return false;
+    }
+    let last = hay.len() - needle.len();
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), &hay[..=last])
+        .any(|i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+}
+
 /// Which members of a collection a target selects.
 #[derive(Debug, Clone)]
 pub enum Key {
@@ -212,7 +225,46 @@ pub enum Key {
     /// The members with this name (compared case-insensitively; stored lower case).
     Name(String),
     /// The members whose name matches.
-    Regex(Arc<Pattern>),
+    Regex(Arc<KeyRegex>),
+}
+
+/// A regular expression that selects members by name (`ARGS:/^id_/`), compiled
+/// case-insensitively, with the literals one of which every name it selects contains
+/// ([`crate::prefilter::regex_literals`]). Most names contain none of them and are refused
+/// without running the regex: `TX:/^MSC_/` is checked against every TX variable, a hundred
+/// and more per request.
+#[derive(Debug)]
+pub struct KeyRegex {
+    pattern: Pattern,
+    /// Lower-case literals; empty when the pattern has no usable set (every name is tried).
+    needles: Vec<Vec<u8>>,
+}
+
+impl KeyRegex {
+    /// Compile `/r/` (matched case-insensitively).
+    pub fn new(r: &str) -> Result<KeyRegex, String> {
+        let source = format!("(?i){r}");
+        let pattern = Pattern::new(&source)?;
+        let needles = if pattern.is_backtracking() {
+            Vec::new()
+        } else {
+            crate::prefilter::regex_literals(&source).unwrap_or_default()
+        };
+        Ok(KeyRegex { pattern, needles })
+    }
+
+    /// The pattern as compiled.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+
+    /// Whether `name` matches.
+    pub fn is_match(&self, name: &[u8]) -> bool {
+        if !self.needles.is_empty() && !self.needles.iter().any(|n| contains_folded(name, n)) {
+            return false;
+        }
+        self.pattern.is_match(name).unwrap_or(false)
+    }
 }
 
 impl Key {
@@ -221,7 +273,7 @@ impl Key {
         match self {
             Key::All => true,
             Key::Name(n) => n.as_bytes().eq_ignore_ascii_case(name),
-            Key::Regex(p) => p.is_match(name).unwrap_or(false),
+            Key::Regex(p) => p.is_match(name),
         }
     }
 
@@ -230,7 +282,7 @@ impl Key {
         match (self, other) {
             (Key::All, Key::All) => true,
             (Key::Name(a), Key::Name(b)) => a.eq_ignore_ascii_case(b),
-            (Key::Regex(a), Key::Regex(b)) => a.source() == b.source(),
+            (Key::Regex(a), Key::Regex(b)) => a.pattern.source() == b.pattern.source(),
             _ => false,
         }
     }
@@ -277,8 +329,7 @@ impl Target {
             }
             Some(RawKey::Name(n)) => Key::Name(n.to_ascii_lowercase()),
             Some(RawKey::Regex(r)) => Key::Regex(Arc::new(
-                Pattern::new(&format!("(?i){r}"))
-                    .map_err(|e| format!("key /{r}/ of {}: {e}", raw.name))?,
+                KeyRegex::new(r).map_err(|e| format!("key /{r}/ of {}: {e}", raw.name))?,
             )),
         };
         Ok(Target {
@@ -317,7 +368,7 @@ impl Target {
             }
             (Key::Regex(r), _) => {
                 s.push_str(":/");
-                s.push_str(r.source().trim_start_matches("(?i)"));
+                s.push_str(r.pattern().source().trim_start_matches("(?i)"));
                 s.push('/');
             }
             (Key::All, _) => {}
