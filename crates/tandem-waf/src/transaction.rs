@@ -1869,40 +1869,21 @@ impl Transaction {
     /// prefilter's union over them is a superset of what any rule with the target sees).
     fn expand_values(&self, t: &Target, out: &mut Vec<VarRef>) {
         let v = t.var;
-        let mut pairs = |store: Store, names: bool| {
-            for (i, (n, _)) in self.d.pairs(store).iter().enumerate() {
-                if t.key.selects(n) {
-                    out.push(VarRef {
-                        src: Src::Pair(store, i as u32, names),
-                        var: v,
-                        name: Vec::new(),
-                    });
+        if let Some(stores) = pair_stores(v) {
+            for &(store, names) in stores {
+                for (i, (n, _)) in self.d.pairs(store).iter().enumerate() {
+                    if t.key.selects(n) {
+                        out.push(VarRef {
+                            src: Src::Pair(store, i as u32, names),
+                            var: v,
+                            name: Vec::new(),
+                        });
+                    }
                 }
             }
-        };
+            return;
+        }
         match v {
-            Var::Args => {
-                pairs(Store::ArgsGet, false);
-                pairs(Store::ArgsPost, false);
-            }
-            Var::ArgsGet => pairs(Store::ArgsGet, false),
-            Var::ArgsPost => pairs(Store::ArgsPost, false),
-            Var::ArgsNames => {
-                pairs(Store::ArgsGet, true);
-                pairs(Store::ArgsPost, true);
-            }
-            Var::ArgsGetNames => pairs(Store::ArgsGet, true),
-            Var::ArgsPostNames => pairs(Store::ArgsPost, true),
-            Var::RequestHeaders => pairs(Store::Headers, false),
-            Var::RequestHeadersNames => pairs(Store::Headers, true),
-            Var::RequestCookies => pairs(Store::Cookies, false),
-            Var::RequestCookiesNames => pairs(Store::Cookies, true),
-            Var::ResponseHeaders => pairs(Store::RespHeaders, false),
-            Var::ResponseHeadersNames => pairs(Store::RespHeaders, true),
-            Var::Files => pairs(Store::Files, false),
-            Var::FilesNames => pairs(Store::Files, true),
-            Var::FilesSizes => pairs(Store::FileSizes, false),
-            Var::MultipartPartHeaders => pairs(Store::PartHeaders, false),
             Var::Xml => {
                 let Some(x) = &self.d.xml else { return };
                 let xp = t.xpath.as_deref().unwrap_or("/*");
@@ -1936,31 +1917,13 @@ impl Transaction {
 
     fn expand_target(&self, link: &Rule, ti: usize, t: &Target, out: &mut Vec<VarRef>) {
         let v = t.var;
+        if let Some(stores) = pair_stores(v) {
+            for &(store, names) in stores {
+                self.push_pairs(link, t, v, store, names, out);
+            }
+            return;
+        }
         match v {
-            Var::Args => {
-                self.push_pairs(link, t, v, Store::ArgsGet, false, out);
-                self.push_pairs(link, t, v, Store::ArgsPost, false, out);
-            }
-            Var::ArgsGet => self.push_pairs(link, t, v, Store::ArgsGet, false, out),
-            Var::ArgsPost => self.push_pairs(link, t, v, Store::ArgsPost, false, out),
-            Var::ArgsNames => {
-                self.push_pairs(link, t, v, Store::ArgsGet, true, out);
-                self.push_pairs(link, t, v, Store::ArgsPost, true, out);
-            }
-            Var::ArgsGetNames => self.push_pairs(link, t, v, Store::ArgsGet, true, out),
-            Var::ArgsPostNames => self.push_pairs(link, t, v, Store::ArgsPost, true, out),
-            Var::RequestHeaders => self.push_pairs(link, t, v, Store::Headers, false, out),
-            Var::RequestHeadersNames => self.push_pairs(link, t, v, Store::Headers, true, out),
-            Var::RequestCookies => self.push_pairs(link, t, v, Store::Cookies, false, out),
-            Var::RequestCookiesNames => self.push_pairs(link, t, v, Store::Cookies, true, out),
-            Var::ResponseHeaders => self.push_pairs(link, t, v, Store::RespHeaders, false, out),
-            Var::ResponseHeadersNames => self.push_pairs(link, t, v, Store::RespHeaders, true, out),
-            Var::Files => self.push_pairs(link, t, v, Store::Files, false, out),
-            Var::FilesNames => self.push_pairs(link, t, v, Store::Files, true, out),
-            Var::FilesSizes => self.push_pairs(link, t, v, Store::FileSizes, false, out),
-            Var::MultipartPartHeaders => {
-                self.push_pairs(link, t, v, Store::PartHeaders, false, out)
-            }
             Var::FilesTmpNames | Var::FilesTmpContent => {}
             Var::Xml => {
                 let Some(x) = &self.d.xml else { return };
@@ -2295,6 +2258,29 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+/// The stores a collection of (name, value) pairs reads, and whether it yields the names.
+fn pair_stores(v: Var) -> Option<&'static [(Store, bool)]> {
+    Some(match v {
+        Var::Args => &[(Store::ArgsGet, false), (Store::ArgsPost, false)],
+        Var::ArgsGet => &[(Store::ArgsGet, false)],
+        Var::ArgsPost => &[(Store::ArgsPost, false)],
+        Var::ArgsNames => &[(Store::ArgsGet, true), (Store::ArgsPost, true)],
+        Var::ArgsGetNames => &[(Store::ArgsGet, true)],
+        Var::ArgsPostNames => &[(Store::ArgsPost, true)],
+        Var::RequestHeaders => &[(Store::Headers, false)],
+        Var::RequestHeadersNames => &[(Store::Headers, true)],
+        Var::RequestCookies => &[(Store::Cookies, false)],
+        Var::RequestCookiesNames => &[(Store::Cookies, true)],
+        Var::ResponseHeaders => &[(Store::RespHeaders, false)],
+        Var::ResponseHeadersNames => &[(Store::RespHeaders, true)],
+        Var::Files => &[(Store::Files, false)],
+        Var::FilesNames => &[(Store::Files, true)],
+        Var::FilesSizes => &[(Store::FileSizes, false)],
+        Var::MultipartPartHeaders => &[(Store::PartHeaders, false)],
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
