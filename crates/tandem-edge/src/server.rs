@@ -19,7 +19,7 @@ use crate::Inner;
 use crate::error::EdgeError;
 use crate::headers::ClientNode;
 use crate::proxy::{ConnInfo, Scheme};
-use crate::watch::{Watch, Watched};
+use crate::watch::{ClientIo, Watch, Watched};
 
 /// Bind a listener with SO_REUSEADDR and a deep backlog.
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
@@ -159,7 +159,8 @@ async fn serve_connection(
                 drive(inner, &b, TokioIo::new(tls_stream), info, cancel, drain).await;
             } else {
                 let b = builder.clone().http1_only();
-                drive(inner, &b, TokioIo::new(tls_stream), info, cancel, drain).await;
+                let io = ClientIo::new(tls_stream, info.watch.clone());
+                drive(inner, &b, TokioIo::new(io), info, cancel, drain).await;
             }
         }
         None => {
@@ -170,7 +171,8 @@ async fn serve_connection(
                 node: Arc::new(ClientNode::new(peer)),
                 watch,
             };
-            drive(inner, builder, TokioIo::new(stream), info, cancel, drain).await;
+            let io = ClientIo::new(stream, info.watch.clone());
+            drive(inner, builder, TokioIo::new(io), info, cancel, drain).await;
         }
     }
 }

@@ -11,6 +11,12 @@
 //! ahead, and the timer is never armed further than that), and when it fires it looks at the
 //! deadlines and re-arms itself.
 //!
+//! A client that lets the head deadline pass in the middle of a request head gets
+//! `408 Request Timeout` before the connection closes; one that sent nothing (an idle
+//! keep-alive connection) is closed without a word, so a client reusing the connection at
+//! that moment never reads a 408 meant for nobody. [`ClientIo`] notes the head's first bytes
+//! and writes the 408 as the connection is dropped (hyper owns the stream until then).
+//!
 //! HTTP/1 serves one request at a time per connection, so one first-byte slot suffices.
 //! HTTP/2 streams run in tasks of their own and keep `tokio::time::timeout`; a connection
 //! that turns out to speak HTTP/2 (prior knowledge on plain HTTP) stops its head deadline,
@@ -23,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::balance::Clock;
@@ -44,6 +51,10 @@ pub struct Watch {
     first_byte: AtomicU64,
     first_byte_expired: AtomicBool,
     h2: AtomicBool,
+    /// Bytes arrived while no request was in flight: a request head has begun.
+    head_begun: AtomicBool,
+    /// The head deadline passed; the connection is being closed.
+    head_expired: AtomicBool,
 }
 
 impl Watch {
@@ -60,6 +71,8 @@ impl Watch {
             first_byte: AtomicU64::new(NONE),
             first_byte_expired: AtomicBool::new(false),
             h2: AtomicBool::new(false),
+            head_begun: AtomicBool::new(false),
+            head_expired: AtomicBool::new(false),
         })
     }
 
@@ -67,6 +80,7 @@ impl Watch {
     /// response body, or with the request if the client goes away).
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
+        self.head_begun.store(false, Relaxed);
         InFlight(Arc::clone(self))
     }
 
@@ -100,9 +114,130 @@ impl Watch {
             self.first_byte.store(NONE, Relaxed);
             self.first_byte_expired.store(true, Relaxed);
         }
-        self.in_flight.load(Relaxed) == 0
+        let expired = self.in_flight.load(Relaxed) == 0
             && !self.h2.load(Relaxed)
-            && now >= self.head.load(Relaxed)
+            && now >= self.head.load(Relaxed);
+        if expired {
+            self.head_expired.store(true, Relaxed);
+        }
+        expired
+    }
+
+    /// Whether the connection is closing in the middle of a request head.
+    fn head_cut_off(&self) -> bool {
+        self.head_expired.load(Relaxed) && self.head_begun.load(Relaxed)
+    }
+}
+
+/// The answer to a request head that did not arrive in time.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\
+content-type: text/plain; charset=utf-8\r\ncontent-length: 47\r\n\r\n\
+the request head did not arrive in time; retry\n";
+
+/// A client stream that can take a last short message as it is dropped, without waiting:
+/// whatever the socket does not accept at once is lost (the connection is closing anyway).
+pub trait LastWords {
+    /// Write `bytes` if the socket takes them now.
+    fn last_words(&mut self, bytes: &[u8]);
+}
+
+impl LastWords for tokio::net::TcpStream {
+    fn last_words(&mut self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl LastWords for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn last_words(&mut self, bytes: &[u8]) {
+        use std::io::Write as _;
+        struct Now<'a>(&'a tokio::net::TcpStream);
+        impl std::io::Write for Now<'_> {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.try_write(b)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (tcp, conn) = self.get_mut();
+        if conn.writer().write_all(bytes).is_err() {
+            return;
+        }
+        conn.send_close_notify();
+        let mut out = Now(tcp);
+        while conn.wants_write() {
+            if conn.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// An HTTP/1 client connection's stream: notes when a request head begins, and answers a
+/// head cut off by its deadline with 408 when dropped.
+#[derive(Debug)]
+pub struct ClientIo<S: LastWords> {
+    io: S,
+    watch: Arc<Watch>,
+}
+
+impl<S: LastWords> ClientIo<S> {
+    /// Wrap `io`, the stream of the connection `watch` watches.
+    pub fn new(io: S, watch: Arc<Watch>) -> Self {
+        ClientIo { io, watch }
+    }
+}
+
+impl<S: LastWords> Drop for ClientIo<S> {
+    fn drop(&mut self) {
+        if self.watch.head_cut_off() {
+            self.io.last_words(REQUEST_TIMEOUT);
+        }
+    }
+}
+
+impl<S: LastWords + AsyncRead + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before && self.watch.in_flight.load(Relaxed) == 0 {
+            self.watch.head_begun.store(true, Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: LastWords + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

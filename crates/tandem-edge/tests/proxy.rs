@@ -914,10 +914,28 @@ async fn protocol_edge_cases_get_clear_4xx_and_no_crash() {
         started.elapsed() < Duration::from_secs(4),
         "slow client held the connection"
     );
-    assert!(
-        r.is_empty() || r.contains("408") || r.contains("400"),
-        "{r}"
-    );
+    assert_eq!(status(&r), "408", "{r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    // The same over TLS (the 408 goes out as a TLS record, then close_notify).
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    cfg.dangerous().set_certificate_verifier(Arc::new(AnyCert));
+    let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("app.example.com").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow:")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let r = String::from_utf8_lossy(&out);
+    assert_eq!(status(&r), "408", "{r}");
     // A TLS client that stalls mid-handshake is cut off too.
     let started = std::time::Instant::now();
     let mut s = tokio::net::TcpStream::connect(edge.https).await.unwrap();
@@ -1680,6 +1698,11 @@ async fn first_byte_and_head_deadlines_hold_on_http1_and_http2() {
     })
     .await;
     assert!(closed.is_ok(), "idle connection still open after 3 s");
+    assert!(
+        rest.is_empty(),
+        "an idle connection is closed without an answer: {}",
+        String::from_utf8_lossy(&rest)
+    );
     let after = idle.elapsed();
     assert!(
         after >= Duration::from_millis(300) && after < Duration::from_millis(1500),
