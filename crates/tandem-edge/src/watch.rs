@@ -179,18 +179,27 @@ impl LastWords for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
 pub struct ClientIo<S: LastWords> {
     io: S,
     watch: Arc<Watch>,
+    /// Nothing read yet.
+    fresh: bool,
+    /// The client opened with the HTTP/2 preface (prior knowledge): no HTTP/1 answer for it.
+    h2c: bool,
 }
 
 impl<S: LastWords> ClientIo<S> {
     /// Wrap `io`, the stream of the connection `watch` watches.
     pub fn new(io: S, watch: Arc<Watch>) -> Self {
-        ClientIo { io, watch }
+        ClientIo {
+            io,
+            watch,
+            fresh: true,
+            h2c: false,
+        }
     }
 }
 
 impl<S: LastWords> Drop for ClientIo<S> {
     fn drop(&mut self) {
-        if self.watch.head_cut_off() {
+        if !self.h2c && self.watch.head_cut_off() {
             self.io.last_words(REQUEST_TIMEOUT);
         }
     }
@@ -204,8 +213,14 @@ impl<S: LastWords + AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before && self.watch.in_flight.load(Relaxed) == 0 {
-            self.watch.head_begun.store(true, Relaxed);
+        if buf.filled().len() > before {
+            if self.fresh {
+                self.fresh = false;
+                self.h2c = buf.filled()[before..].starts_with(b"PRI ");
+            }
+            if self.watch.in_flight.load(Relaxed) == 0 {
+                self.watch.head_begun.store(true, Relaxed);
+            }
         }
         r
     }

@@ -916,6 +916,17 @@ async fn protocol_edge_cases_get_clear_4xx_and_no_crash() {
     );
     assert_eq!(status(&r), "408", "{r}");
     assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    // A plain connection that opened with the HTTP/2 preface and sent no request is closed
+    // without an HTTP/1 answer.
+    let started = std::time::Instant::now();
+    let r = raw(
+        edge.http,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(!r.contains("HTTP/1.1"), "{r}");
     // The same over TLS (the 408 goes out as a TLS record, then close_notify).
     let mut cfg = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())
