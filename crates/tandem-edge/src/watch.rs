@@ -215,8 +215,12 @@ impl<S: LastWords + AsyncRead + Unpin> AsyncRead for ClientIo<S> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             if self.fresh {
+                // The preface's request line, or as much of it as the first read brought.
+                const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+                let first = &buf.filled()[before..];
+                let n = first.len().min(PREFACE.len());
                 self.fresh = false;
-                self.h2c = buf.filled()[before..].starts_with(b"PRI ");
+                self.h2c = first[..n] == PREFACE[..n];
             }
             if self.watch.in_flight.load(Relaxed) == 0 {
                 self.watch.head_begun.store(true, Relaxed);
