@@ -9,6 +9,7 @@
 #   REPS=5 DURATION=10 bench/edge/run.sh
 #   TANDEM_BIN=target/release/tandem bench/edge/run.sh     # skip the build
 #   PINGORA=0 bench/edge/run.sh                # without the Pingora spike
+#   H1SPIKE=0 bench/edge/run.sh                # without the tokio floor (h1-spike)
 #
 # How it is made comparable on a small shared machine:
 # - every proxy gets one worker (THREADS=1: Tandem's `--threads 1`, nginx `worker_processes
@@ -24,6 +25,8 @@
 # Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), haproxy, openssl,
 # util-linux (taskset); cmake and a Rust toolchain for the Pingora spike
 # (bench/edge/pingora-spike, built on first use, skipped with a note if it cannot be built).
+# bench/edge/h1-spike (a minimal tokio + httparse HTTP/1.1 proxy: the floor of the runtime,
+# not a product) is built on first use too and runs in the plain mode only, with one worker.
 set -euo pipefail
 
 DURATION=${DURATION:-5}
@@ -59,6 +62,7 @@ T_HTTP=$((BASE + 1)); T_HTTPS=$((BASE + 2)); T_ADMIN=$((BASE + 3))
 N_HTTP=$((BASE + 11)); N_HTTPS=$((BASE + 12))
 H_HTTP=$((BASE + 21)); H_HTTPS=$((BASE + 22))
 P_HTTP=$((BASE + 31)); P_HTTPS=$((BASE + 32))
+S_HTTP=$((BASE + 41))
 
 if [[ -z "${TANDEM_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --release -p tandem >&2)
@@ -77,6 +81,18 @@ if [[ "$PINGORA" == 1 && -z "${PINGORA_BIN:-}" ]]; then
   fi
 fi
 [[ "$PINGORA" == 1 ]] && PROXIES="$PROXIES pingora"
+H1SPIKE=${H1SPIKE:-1}
+[[ "$THREADS" != 1 || " $MODES " != *" plain "* ]] && H1SPIKE=0
+if [[ "$H1SPIKE" == 1 && -z "${H1SPIKE_BIN:-}" ]]; then
+  STARGET="${CARGO_TARGET_DIR:-$ROOT/target}/h1-spike"
+  if (cd "$ROOT/bench/edge/h1-spike" && CARGO_TARGET_DIR="$STARGET" cargo build --release --locked >&2); then
+    H1SPIKE_BIN="$STARGET/release/h1-spike"
+  else
+    echo "note: the h1 spike did not build; running without it" >&2
+    H1SPIKE=0
+  fi
+fi
+[[ "$H1SPIKE" == 1 ]] && PROXIES="$PROXIES h1spike"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.tandem.test -addext subjectAltName=DNS:bench.tandem.test \
@@ -193,8 +209,13 @@ if [[ "$PINGORA" == 1 ]]; then
     "$WORK/cert.pem" "$WORK/key.pem" "$THREADS" 2>"$WORK/pingora.log" & PID_pingora=$!; PIDS+=($PID_pingora)
 fi
 
+# --- h1 spike (the tokio floor, plain HTTP/1.1 only) -------------------------------------------
+if [[ "$H1SPIKE" == 1 ]]; then
+  taskset -c "$PROXY_CPU" "$H1SPIKE_BIN" "127.0.0.1:$S_HTTP" "127.0.0.1:$ORIGIN" & PID_h1spike=$!; PIDS+=($PID_h1spike)
+fi
+
 sleep 1.5
-for p in $ORIGIN $T_HTTP $T_HTTPS $N_HTTP $N_HTTPS $H_HTTP $H_HTTPS $([[ "$PINGORA" == 1 ]] && echo "$P_HTTP $P_HTTPS"); do
+for p in $ORIGIN $T_HTTP $T_HTTPS $N_HTTP $N_HTTPS $H_HTTP $H_HTTPS $([[ "$PINGORA" == 1 ]] && echo "$P_HTTP $P_HTTPS") $([[ "$H1SPIKE" == 1 ]] && echo "$S_HTTP"); do
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -222,6 +243,7 @@ url_of() { # proxy mode
     nginx:plain) port=$N_HTTP ;; nginx:*) port=$N_HTTPS ;;
     haproxy:plain) port=$H_HTTP ;; haproxy:*) port=$H_HTTPS ;;
     pingora:plain) port=$P_HTTP ;; pingora:*) port=$P_HTTPS ;;
+    h1spike:plain) port=$S_HTTP ;;
   esac
   if [[ "$2" == plain ]]; then echo "http://127.0.0.1:$port/"; else echo "https://127.0.0.1:$port/"; fi
 }
@@ -267,7 +289,9 @@ echo "== edge proxy benchmark: $REPS × ${DURATION}s per case (+${WARMUP}s warm-
 for rep in $(seq "$REPS"); do
   for mode in $MODES; do
     for i in $(seq 0 $((n - 1))); do
-      measure "$rep" "$mode" "${plist[$(( (i + rep - 1) % n ))]}"
+      name=${plist[$(( (i + rep - 1) % n ))]}
+      [[ "$name" == h1spike && "$mode" != plain ]] && continue
+      measure "$rep" "$mode" "$name"
     done
   done
 done
@@ -278,6 +302,7 @@ SUMMARY="$WORK/summary"
 : > "$SUMMARY"
 for mode in $MODES; do
   for name in "${plist[@]}"; do
+    [[ "$name" == h1spike && "$mode" != plain ]] && continue
     sel() { awk -v m="$mode" -v p="$name" -v c="$1" '$1==m && $2==p {print $c}' "$RESULTS"; }
     cpu_range=$(sel 6 | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%s-%s", lo, hi}')
     errs=$(sel 7 | sort -u | tr '\n' ' ')
