@@ -70,27 +70,23 @@ if [[ -z "${TANDEM_BIN:-}" ]]; then
 fi
 
 PROXIES="tandem nginx haproxy"
+# build_spike NAME: build bench/edge/NAME (a project of its own) and print its binary's path.
+build_spike() {
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}/$1"
+  (cd "$ROOT/bench/edge/$1" && CARGO_TARGET_DIR="$target" cargo build --release --locked >&2) &&
+    echo "$target/release/$1"
+}
 PINGORA=${PINGORA:-1}
 if [[ "$PINGORA" == 1 && -z "${PINGORA_BIN:-}" ]]; then
-  PTARGET="${CARGO_TARGET_DIR:-$ROOT/target}/pingora-spike"
-  if (cd "$ROOT/bench/edge/pingora-spike" && CARGO_TARGET_DIR="$PTARGET" cargo build --release --locked >&2); then
-    PINGORA_BIN="$PTARGET/release/pingora-spike"
-  else
-    echo "note: the Pingora spike did not build (needs cmake); running without it" >&2
-    PINGORA=0
-  fi
+  PINGORA_BIN=$(build_spike pingora-spike) ||
+    { echo "note: the Pingora spike did not build (needs cmake); running without it" >&2; PINGORA=0; }
 fi
 [[ "$PINGORA" == 1 ]] && PROXIES="$PROXIES pingora"
 H1SPIKE=${H1SPIKE:-1}
 [[ "$THREADS" != 1 || " $MODES " != *" plain "* ]] && H1SPIKE=0
 if [[ "$H1SPIKE" == 1 && -z "${H1SPIKE_BIN:-}" ]]; then
-  STARGET="${CARGO_TARGET_DIR:-$ROOT/target}/h1-spike"
-  if (cd "$ROOT/bench/edge/h1-spike" && CARGO_TARGET_DIR="$STARGET" cargo build --release --locked >&2); then
-    H1SPIKE_BIN="$STARGET/release/h1-spike"
-  else
-    echo "note: the h1 spike did not build; running without it" >&2
-    H1SPIKE=0
-  fi
+  H1SPIKE_BIN=$(build_spike h1-spike) ||
+    { echo "note: the h1 spike did not build; running without it" >&2; H1SPIKE=0; }
 fi
 [[ "$H1SPIKE" == 1 ]] && PROXIES="$PROXIES h1spike"
 
