@@ -2,29 +2,31 @@
 //! timeout; rustls for origins with `tls = true`, verified against the public web PKI roots
 //! plus `origin_ca_file`), one idle stack per origin address.
 //!
-//! Why not hyper-util's pooled client: that client runs every origin connection in a task of
-//! its own and hands each request to it through a channel, so one proxied request costs
-//! several task wake-ups and a pool lookup (a mutex and a hashed key) on top of the HTTP work.
+//! Why not hyper's client: hyper-util's pooled client runs every origin connection in a task
+//! of its own and hands each request to it through a channel, and even hyper's bare
+//! connection sends each request through its dispatch channel and back through a oneshot.
 //! Here a request checks a connection out of its origin's stack (resolved when the config
-//! snapshot is built, so there is no lookup), drives hyper's HTTP/1 client connection in its
-//! own task while it waits for the response head, and hands it to the response body
-//! ([`PooledBody`]), which keeps driving it while the body streams to the client and puts it
-//! back on the stack when the body has ended. WebSocket upgrades are the exception: their
-//! connection moves to a task of its own (it never returns to the pool).
+//! snapshot is built, so there is no lookup), writes the head ([`crate::h1`]) and the body in
+//! its own task while it waits for the response head, and hands the connection to the
+//! response body ([`PooledBody`]), which reads the body from it and puts it back on the stack
+//! when the body has ended. WebSocket upgrades are the exception: they go over a fresh
+//! connection through hyper's client, which moves to a task of its own and never returns to
+//! the pool.
 //!
-//! A connection that the origin closed while it sat idle is noticed at checkout (the
-//! connection is polled once; a closed one is dropped); a request that a stale connection
-//! refused before sending anything is sent again on a fresh connection, as hyper-util does.
+//! A connection that the origin closed while it sat idle is noticed at checkout (the socket
+//! is polled once; a closed one is dropped). One that closes as the request goes out (the
+//! keep-alive race) gets the request again on a fresh connection when that is safe: nothing
+//! came back, and either the head never left whole or the method is idempotent and no body
+//! byte was taken.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -37,6 +39,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{BoxBody, BoxError};
 use crate::error::EdgeError;
+use crate::h1::{self, Framing, Parsed, ProtocolError, RequestFraming, Step};
 
 /// Idle connections kept per origin.
 const MAX_IDLE_PER_ORIGIN: usize = 1024;
@@ -107,45 +110,63 @@ impl AsyncWrite for OriginIo {
     }
 }
 
-type Conn = http1::Connection<TokioIo<OriginIo>, BoxBody>;
-
-/// One origin connection: hyper's request handle and the connection it feeds, which whoever
-/// holds the lease drives.
-pub struct Lease {
-    sender: http1::SendRequest<BoxBody>,
-    /// `None` once the connection has ended. Boxed (once per connection): a lease moves
-    /// from the pool to the request to the response body and back, and hyper's connection
-    /// state is about a kilobyte.
-    conn: Option<Pin<Box<Conn>>>,
+/// One idle or leased origin connection, with its read buffer (bytes after a response stay
+/// there for the next) and write buffer (reused for every request head).
+pub struct Conn {
+    io: OriginIo,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    wpos: usize,
     pool: Arc<OriginPool>,
 }
 
-impl Lease {
-    /// Poll the connection; `Ready` when it ended (closed, or failed).
-    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.conn.as_mut() {
-            None => Poll::Ready(()),
-            Some(c) => match c.as_mut().poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(r) => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "origin connection ended with an error");
-                    }
-                    self.conn = None;
-                    Poll::Ready(())
-                }
-            },
+/// Read buffer capacity reserved when the buffer runs low.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    fn new(io: OriginIo, pool: Arc<OriginPool>) -> Self {
+        Conn {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            pool,
         }
     }
 
-    /// Back to the idle stack if the connection is alive and ready for another request.
-    fn release(mut self) {
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        if self.poll_conn(&mut cx).is_pending() && self.sender.is_ready() {
-            let pool = self.pool.clone();
-            pool.put(self);
+    /// Read what the socket has into the read buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
         }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    /// Write the write buffer out; `Ready(Ok)` when all of it has left.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wpos < self.wbuf.len() {
+            let n =
+                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether an idle connection is still usable: nothing arrived and the origin did not
+    /// close it (the reactor knows; no system call unless the socket became readable).
+    fn is_idle_alive(&mut self, cx: &mut Context<'_>) -> bool {
+        self.rbuf.is_empty() && self.poll_fill(cx).is_pending()
+    }
+
+    /// Back to the idle stack of its origin.
+    fn release(self) {
+        let pool = self.pool.clone();
+        pool.put(self);
     }
 }
 
@@ -161,7 +182,7 @@ pub struct Target {
 /// The idle connections of one origin address.
 pub struct OriginPool {
     target: Target,
-    idle: Mutex<Vec<(Lease, tokio::time::Instant)>>,
+    idle: Mutex<Vec<(Conn, tokio::time::Instant)>>,
 }
 
 impl std::fmt::Debug for OriginPool {
@@ -187,15 +208,15 @@ impl OriginPool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    fn take(&self) -> Option<(Lease, tokio::time::Instant)> {
+    fn take(&self) -> Option<(Conn, tokio::time::Instant)> {
         self.idle.lock().ok()?.pop()
     }
 
-    fn put(&self, lease: Lease) {
+    fn put(&self, conn: Conn) {
         if let Ok(mut v) = self.idle.lock()
             && v.len() < MAX_IDLE_PER_ORIGIN
         {
-            v.push((lease, tokio::time::Instant::now()));
+            v.push((conn, tokio::time::Instant::now()));
         }
     }
 
@@ -223,7 +244,25 @@ pub enum OriginError {
         /// Why.
         reason: String,
     },
-    /// The HTTP exchange failed.
+    /// Reading from or writing to the origin failed.
+    #[error("origin connection: {0}")]
+    Io(#[source] io::Error),
+    /// The origin closed the connection before a whole response head.
+    #[error("origin closed the connection before a response")]
+    Closed,
+    /// The origin's response could not be read as HTTP/1.1.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The client's request body failed while it was being sent.
+    #[error("request body")]
+    Body(#[source] BoxError),
+    /// The request body did not match its `Content-Length`.
+    #[error("request body is {0} than its Content-Length")]
+    BodyLength(&'static str),
+    /// The request could not be written as HTTP/1.1 (its `Content-Length` fields).
+    #[error(transparent)]
+    Request(ProtocolError),
+    /// The HTTP exchange of an upgrade (hyper's client) failed.
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -305,9 +344,146 @@ pub fn target(address: &str, tls: bool) -> Target {
     }
 }
 
+/// A failed exchange, and whether it failed the way a connection the origin had already
+/// closed fails (nothing came back), so the request may go again on a fresh connection.
+struct Failure {
+    error: OriginError,
+    stale: bool,
+}
+
+/// One request on one connection, up to the response head: writes the head and streams the
+/// body while it watches for the response (an origin may answer before the body is done).
+struct Exchange {
+    conn: Conn,
+    body: BoxBody,
+    framing: RequestFraming,
+    /// Body bytes taken so far.
+    sent: u64,
+    /// All of the body is in the write buffer (or there is none).
+    body_done: bool,
+    /// All of the request has left.
+    write_done: bool,
+    /// A frame was taken from the body (it cannot be sent again unless replayable).
+    body_touched: bool,
+    /// The head left completely.
+    head_written: bool,
+    /// Any response bytes arrived.
+    got_bytes: bool,
+}
+
+impl Exchange {
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+    ) -> Poll<Result<h1::ResponseHead, Failure>> {
+        if !self.write_done
+            && let Poll::Ready(Err(f)) = self.poll_write(cx)
+        {
+            return Poll::Ready(Err(f));
+        }
+        loop {
+            if !self.conn.rbuf.is_empty() {
+                self.got_bytes = true;
+                match h1::parse_response(&mut self.conn.rbuf, head_request) {
+                    Ok(Parsed::Head(h)) => return Poll::Ready(Ok(h)),
+                    Ok(Parsed::Interim) => continue,
+                    Ok(Parsed::Partial) => {}
+                    Err(e) => {
+                        return Poll::Ready(Err(Failure {
+                            error: e.into(),
+                            stale: false,
+                        }));
+                    }
+                }
+            }
+            let stale = !self.got_bytes;
+            match std::task::ready!(self.conn.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(Failure {
+                        error: OriginError::Closed,
+                        stale,
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Poll::Ready(Err(Failure {
+                        error: OriginError::Io(e),
+                        stale,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Move the request out: drain the write buffer, refill it from the body, until the
+    /// socket or the body has nothing more for now. `Ready(Ok)` once all of it has left.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        loop {
+            if let Err(e) = std::task::ready!(self.conn.poll_drain(cx)) {
+                return Poll::Ready(Err(Failure {
+                    error: OriginError::Io(e),
+                    stale: !self.got_bytes,
+                }));
+            }
+            self.head_written = true;
+            if self.body_done {
+                self.write_done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let fail = |error| {
+                Poll::Ready(Err(Failure {
+                    error,
+                    stale: false,
+                }))
+            };
+            match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => {
+                    if let RequestFraming::Length(n) = self.framing
+                        && self.sent < n
+                    {
+                        return fail(OriginError::BodyLength("shorter"));
+                    }
+                    if self.framing == RequestFraming::Chunked {
+                        h1::encode_last_chunk(&mut self.conn.wbuf, None);
+                    }
+                    self.body_done = true;
+                }
+                Some(Err(e)) => return fail(OriginError::Body(e)),
+                Some(Ok(frame)) => {
+                    self.body_touched = true;
+                    match frame.into_data() {
+                        Ok(d) => {
+                            self.sent += d.len() as u64;
+                            match self.framing {
+                                RequestFraming::Chunked => {
+                                    h1::encode_chunk(&mut self.conn.wbuf, &d)
+                                }
+                                RequestFraming::Length(n) if self.sent > n => {
+                                    return fail(OriginError::BodyLength("longer"));
+                                }
+                                _ => self.conn.wbuf.extend_from_slice(&d),
+                            }
+                        }
+                        Err(frame) => {
+                            // Trailers end a chunked body; a length-delimited body has no
+                            // place for them (hyper drops them too).
+                            if let (Ok(t), RequestFraming::Chunked) =
+                                (frame.into_trailers(), self.framing)
+                            {
+                                h1::encode_last_chunk(&mut self.conn.wbuf, Some(&t));
+                                self.body_done = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl OriginClient {
-    async fn connect(&self, pool: &Arc<OriginPool>) -> Result<Lease, OriginError> {
-        let t = &pool.target;
+    async fn connect_io(&self, t: &Target) -> Result<OriginIo, OriginError> {
         let err = |reason: String| OriginError::Connect {
             address: t.address.clone(),
             reason,
@@ -325,7 +501,7 @@ impl OriginClient {
         let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&tcp)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
-        let io = match &t.tls {
+        Ok(match &t.tls {
             None => OriginIo::Plain(tcp),
             Some(name) => {
                 let tls = match tokio::time::timeout(
@@ -345,160 +521,266 @@ impl OriginClient {
                 };
                 OriginIo::Tls(Box::new(tls))
             }
-        };
-        let (sender, conn) = self
-            .http1
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        Ok(Lease {
-            sender,
-            conn: Some(Box::pin(conn)),
-            pool: pool.clone(),
         })
     }
 
     /// A live idle connection of `pool`, if there is one.
-    fn checkout(&self, pool: &Arc<OriginPool>, cx: &mut Context<'_>) -> Option<Lease> {
-        while let Some((mut lease, _)) = pool.take() {
-            // An idle connection is only polled here: this notices a close by the origin
-            // (the reactor has marked the socket readable) without a system call otherwise.
-            if lease.poll_conn(cx).is_pending() && lease.sender.is_ready() {
-                return Some(lease);
+    fn checkout(&self, pool: &Arc<OriginPool>, cx: &mut Context<'_>) -> Option<Conn> {
+        while let Some((mut conn, _)) = pool.take() {
+            if conn.is_idle_alive(cx) {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Send `req` to the origin of `pool` and wait for the response head. The returned lease
-    /// must go with the response body ([`PooledBody::new`]); for an upgrade (WebSocket) the
-    /// connection is moved to a task of its own instead, so that `hyper::upgrade::on` works.
+    /// Send `req` to the origin of `pool` and wait for the response head. The connection
+    /// travels with the response body ([`PooledBody`]) and returns to the pool when the body
+    /// has ended. An upgrade (WebSocket) goes over a fresh connection through hyper's client,
+    /// whose connection moves to a task of its own so that `hyper::upgrade::on` works.
+    ///
+    /// A pooled connection that turns out closed (nothing comes back, and the request either
+    /// never left whole or is idempotent with its body untouched) is replaced by another and
+    /// the request sent again, as hyper-util's pool does.
     pub async fn send(
         &self,
         pool: &Arc<OriginPool>,
-        mut req: Request<BoxBody>,
+        req: Request<BoxBody>,
         upgrade: bool,
         tracker: &tokio_util::task::TaskTracker,
-    ) -> Result<(Response<Incoming>, Option<Lease>), OriginError> {
+    ) -> Result<Response<PooledBody>, OriginError> {
+        if upgrade {
+            return Box::pin(self.send_upgrade(pool, req, tracker)).await;
+        }
+        let (parts, body) = req.into_parts();
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let head_request = parts.method == Method::HEAD;
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let mut body = body;
         loop {
-            let reused = std::future::poll_fn(|cx| Poll::Ready(self.checkout(pool, cx))).await;
-            let (mut lease, reused) = match reused {
-                Some(l) => (l, true),
-                // Connecting (TCP, TLS, handshake) is a big future of its own, boxed so that
-                // the common case (a pooled connection) does not carry and move it.
-                None => (Box::pin(self.connect(pool)).await?, false),
+            let pooled = std::future::poll_fn(|cx| Poll::Ready(self.checkout(pool, cx))).await;
+            let (mut conn, reused) = match pooled {
+                Some(c) => (c, true),
+                // Connecting (TCP, TLS) is a big future of its own, boxed so that the common
+                // case (a pooled connection) does not carry and move it.
+                None => (
+                    Conn::new(Box::pin(self.connect_io(&pool.target)).await?, pool.clone()),
+                    false,
+                ),
             };
-            if upgrade {
-                let Some(conn) = lease.conn.take() else {
-                    continue;
-                };
-                tracker.spawn(async move {
-                    if let Err(e) = Pin::into_inner(conn).with_upgrades().await {
-                        tracing::debug!(error = %e, "upgraded origin connection ended with an error");
-                    }
-                });
-                let resp = lease.sender.send_request(req).await?;
-                return Ok((resp, None));
-            }
-            let mut fut = std::pin::pin!(lease.sender.try_send_request(req));
-            let res = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-                    return Poll::Ready(r);
+            let empty = body.is_end_stream();
+            let framing = match h1::encode_request_head(
+                &mut conn.wbuf,
+                &parts.method,
+                pq,
+                &parts.headers,
+                empty,
+                body.size_hint().exact(),
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    conn.wbuf.clear();
+                    conn.release();
+                    return Err(OriginError::Request(e));
                 }
-                // Drive the connection (write the request, read the response), then look
-                // again: the head may have arrived. A connection that ended has answered the
-                // request's callback (or did so when it was dropped, just now).
-                let _ = lease.poll_conn(cx);
-                fut.as_mut().poll(cx)
-            })
-            .await;
-            match res {
-                Ok(resp) => return Ok((resp, Some(lease))),
-                Err(mut e) => match e.take_message() {
-                    // Never sent on a connection the origin had closed: try a fresh one.
-                    Some(r) if reused => req = r,
-                    _ => return Err(OriginError::Http(e.into_error())),
+            };
+            let mut ex = Exchange {
+                conn,
+                body,
+                framing,
+                sent: 0,
+                body_done: framing == RequestFraming::None,
+                write_done: false,
+                body_touched: false,
+                head_written: false,
+                got_bytes: false,
+            };
+            match std::future::poll_fn(|cx| ex.poll_head(cx, head_request)).await {
+                Ok(head) => return Ok(PooledBody::response(ex, head)),
+                Err(f)
+                    if reused
+                        && f.stale
+                        && !ex.body_touched
+                        && (idempotent || !ex.head_written) =>
+                {
+                    tracing::debug!(error = %f.error, "pooled origin connection was closed; sending again on a fresh one");
+                    body = ex.body;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    async fn send_upgrade(
+        &self,
+        pool: &Arc<OriginPool>,
+        req: Request<BoxBody>,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> Result<Response<PooledBody>, OriginError> {
+        let io = self.connect_io(&pool.target).await?;
+        let (mut sender, conn) = self.http1.handshake(TokioIo::new(io)).await?;
+        tracker.spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upgraded origin connection ended with an error");
+            }
+        });
+        let resp = sender.send_request(req).await?;
+        Ok(resp.map(|b| PooledBody(BodyState::Hyper(b))))
+    }
+}
+
+/// An origin's response body. It reads from the connection the response came on and puts
+/// the connection back on its origin's idle stack once the body has ended (when the
+/// connection may carry another request); a body dropped half-read closes it.
+pub struct PooledBody(BodyState);
+
+enum BodyState {
+    H1(H1Body),
+    /// An upgrade's response, from hyper's client.
+    Hyper(Incoming),
+}
+
+struct H1Body {
+    /// `None` once the body has ended or failed.
+    conn: Option<Conn>,
+    framing: Framing,
+    chunked: h1::Chunked,
+    /// The connection may carry another request after this body.
+    reuse: bool,
+}
+
+impl PooledBody {
+    fn response(ex: Exchange, head: h1::ResponseHead) -> Response<PooledBody> {
+        // A response that came before the whole request left ends the connection: the rest
+        // of the request body is not sent.
+        let mut body = H1Body {
+            conn: Some(ex.conn),
+            framing: head.framing,
+            chunked: h1::Chunked::default(),
+            reuse: head.keep_alive && ex.write_done,
+        };
+        if matches!(body.framing, Framing::Empty | Framing::Length(0)) {
+            body.finish();
+        }
+        Response::from_parts(head.parts, PooledBody(BodyState::H1(body)))
+    }
+}
+
+impl H1Body {
+    /// The body has ended: the connection goes back to the pool if it may.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.reuse
+            && conn.rbuf.is_empty()
+        {
+            conn.release();
+        }
+    }
+
+    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e.into())))
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.framing {
+                Framing::Empty | Framing::Length(0) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if !conn.rbuf.is_empty() {
+                        let take = left.min(conn.rbuf.len() as u64);
+                        let data = conn.rbuf.split_to(take as usize).freeze();
+                        self.framing = Framing::Length(left - take);
+                        if take == left {
+                            self.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked => match self.chunked.decode(&mut conn.rbuf) {
+                    Ok(Step::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Ok(Step::Trailers(t)) => {
+                        // The trailers end the body; the server may not poll again.
+                        self.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    }
+                    Ok(Step::End) => {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::NeedMore) => {}
+                    Err(e) => return self.fail(e),
                 },
+                Framing::Close => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            match std::task::ready!(conn.poll_fill(cx)) {
+                Ok(0) if self.framing == Framing::Close => {
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return self.fail(OriginError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "origin closed the connection before the end of the body",
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return self.fail(OriginError::Io(e)),
             }
         }
     }
 }
 
-/// An origin's response body that keeps driving its connection and returns it to the pool
-/// once the body has ended.
-pub struct PooledBody<B: Body = Incoming> {
-    inner: B,
-    lease: Option<Lease>,
-    ended: bool,
-}
-
-impl<B: Body> PooledBody<B> {
-    /// Wrap `inner`, the body of the response that came on `lease`.
-    pub fn new(inner: B, lease: Option<Lease>) -> Self {
-        PooledBody {
-            inner,
-            lease,
-            ended: false,
-        }
-    }
-}
-
-impl<B> Body for PooledBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
+impl Body for PooledBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            let r = Pin::new(&mut this.inner).poll_frame(cx);
-            match r {
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    if let Some(l) = this.lease.take() {
-                        l.release();
-                    }
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(r)) => return Poll::Ready(Some(r.map_err(Into::into))),
-                Poll::Pending => {}
-            }
-            // The body waits for the connection to read more: drive it. If it ended, the
-            // body has been told (data, end or error), so look again.
-            match this.lease.as_mut() {
-                Some(l) => {
-                    if l.poll_conn(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-                None => return Poll::Pending,
-            }
+        match &mut self.get_mut().0 {
+            BodyState::H1(b) => b.poll_frame(cx),
+            BodyState::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            BodyState::H1(b) => {
+                b.conn.is_none() || matches!(b.framing, Framing::Empty | Framing::Length(0))
+            }
+            BodyState::Hyper(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B: Body> Drop for PooledBody<B> {
-    fn drop(&mut self) {
-        // A body the server never polled because it was empty (HEAD, 204, 304, length 0)
-        // still leaves a reusable connection; one dropped half-read does not.
-        if let Some(l) = self.lease.take()
-            && (self.ended || self.inner.is_end_stream())
-        {
-            l.release();
+        match &self.0 {
+            BodyState::H1(b) => match b.framing {
+                Framing::Empty => SizeHint::with_exact(0),
+                Framing::Length(n) => SizeHint::with_exact(n),
+                _ => SizeHint::default(),
+            },
+            BodyState::Hyper(b) => b.size_hint(),
         }
     }
 }

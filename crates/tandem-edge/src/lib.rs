@@ -33,6 +33,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod inspect;
 pub mod metrics;

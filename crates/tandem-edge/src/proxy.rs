@@ -32,7 +32,7 @@ use tandem_config::edge::HttpMode;
 use crate::access_log::{AccessEntry, rfc3339};
 use crate::balance::NoOrigin;
 use crate::body::{self, BoxBody, Idle, Limited, OnEnd, Prefixed, ReplayBody, TooLarge};
-use crate::client::{Lease, OriginError, PooledBody};
+use crate::client::{OriginError, PooledBody};
 use crate::error::{ProxyError, ProxyErrorKind, Source};
 use crate::headers;
 use crate::inspect::{RequestHead, Transaction, Verdict};
@@ -348,7 +348,7 @@ async fn proxy(
     let max_attempts = (group.retries as usize + 1).min(group.origins.len().max(1));
     group.budget.deposit();
     let mut last_error: Option<ProxyError> = None;
-    let mut last_response: Option<(Response<Incoming>, Option<Lease>)> = None;
+    let mut last_response: Option<Response<PooledBody>> = None;
     loop {
         let now = inner.clock.now_ms();
         let pick = if tried.is_empty()
@@ -418,7 +418,7 @@ async fn proxy(
         };
         origin.health.in_flight.fetch_sub(1, Ordering::Relaxed);
         let err = match result {
-            Some(Ok((resp, lease))) => {
+            Some(Ok(resp)) => {
                 ctx.origin_latency = sent_at.map(|t| t.elapsed().as_secs_f64() * 1000.0);
                 let status = resp.status().as_u16();
                 let failed = status >= 500 && status != 501 && status != 505;
@@ -437,7 +437,7 @@ async fn proxy(
                     && tried.len() < max_attempts
                     && group.budget.withdraw(now)
                 {
-                    last_response = Some((resp, lease));
+                    last_response = Some(resp);
                     last_error = None;
                     continue;
                 }
@@ -446,7 +446,6 @@ async fn proxy(
                     snap,
                     ctx,
                     resp,
-                    lease,
                     &outcome,
                     txn,
                     client_upgrade,
@@ -498,13 +497,12 @@ async fn proxy(
         }
     }
     // Every attempt failed: pass the last 5xx on, or answer for the origin.
-    if let Some((resp, lease)) = last_response {
+    if let Some(resp) = last_response {
         return Ok(respond(
             inner,
             snap,
             ctx,
             resp,
-            lease,
             &outcome,
             txn,
             client_upgrade,
@@ -547,7 +545,7 @@ fn classify(e: &OriginError, replay: &ReplayBody) -> ProxyError {
         }
         src = s.source();
     }
-    if replay.client_failed() {
+    if replay.client_failed() || matches!(e, OriginError::Request(_)) {
         return ProxyError {
             kind: ProxyErrorKind::ClientBody,
             source: Source::Client,
@@ -582,8 +580,7 @@ async fn respond(
     inner: &Arc<Inner>,
     snap: &Snapshot,
     ctx: &mut Ctx,
-    mut resp: Response<Incoming>,
-    lease: Option<Lease>,
+    mut resp: Response<PooledBody>,
     outcome: &RuleOutcome,
     txn: Option<Box<dyn Transaction>>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -596,8 +593,6 @@ async fn respond(
         inner.tracker.spawn(splice(client_up, origin_up));
     }
     let (mut parts, origin_body) = resp.into_parts();
-    // Wrapped first: reading the body drives the origin connection (the WAF may read some).
-    let origin_body = PooledBody::new(origin_body, lease);
     // Without a WAF transaction the body passes as it is; the WAF phase's state lives in a
     // box of its own so that it does not weigh on every request's future.
     let origin_body = match txn {
