@@ -733,7 +733,17 @@ impl H1Body {
                 }
             }
             match std::task::ready!(conn.poll_fill(cx)) {
+                // A body read to the close ends there. Over TLS, an origin that closes without
+                // close_notify surfaces as UnexpectedEof; it ends the body too, as nginx has it
+                // (many servers skip close_notify; a truncation cannot be told either way).
                 Ok(0) if self.framing == Framing::Close => {
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Err(e)
+                    if self.framing == Framing::Close
+                        && e.kind() == io::ErrorKind::UnexpectedEof =>
+                {
                     self.conn = None;
                     return Poll::Ready(None);
                 }

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const APP: &[(&str, &[&str])] = &[("app", &["app.example.com"])];
 
@@ -27,7 +26,7 @@ fn find(buf: &[u8], pat: &[u8]) -> Option<usize> {
     buf.windows(pat.len()).position(|w| w == pat)
 }
 
-async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn fill<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 8192];
     match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
         Ok(Ok(n)) if n > 0 => {
@@ -39,7 +38,7 @@ async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 }
 
 /// The request head (lowercased), or `None` when the connection ended.
-async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<String> {
     loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
@@ -53,7 +52,11 @@ async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
 }
 
 /// The request body per its framing, and the framing's name.
-async fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Option<(String, Vec<u8>)> {
+async fn read_body<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    head: &str,
+) -> Option<(String, Vec<u8>)> {
     if head.contains("transfer-encoding: chunked") {
         let mut body = Vec::new();
         loop {
@@ -101,6 +104,80 @@ async fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Option<(
     }
 }
 
+/// Answer requests on one connection as the path says.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = Vec::new();
+    while let Some(head) = read_head(&mut s, &mut buf).await {
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if path == "/early" {
+            // Answer an upload at once, without reading it, and close.
+            let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
+                    .await;
+            let _ = s.shutdown().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        let Some((framing, body)) = read_body(&mut s, &mut buf, &head).await else {
+            return;
+        };
+        let (resp, close): (Vec<u8>, bool) = match path.as_str() {
+                "/chunked" => (
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Checksum: 42\r\n\r\n".to_vec(),
+                    false,
+                ),
+                "/close" => (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end".to_vec(),
+                    true,
+                ),
+                "/http10" => (
+                    b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nold ok".to_vec(),
+                    true,
+                ),
+                "/interim" => (
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal".to_vec(),
+                    false,
+                ),
+                "/badlen" => (
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
+                    true,
+                ),
+                "/both" => (
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboth\r\n0\r\n\r\n".to_vec(),
+                    false,
+                ),
+                "/truncated" => (
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".to_vec(),
+                    true,
+                ),
+                "/garbage" => (b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), true),
+                "/split" => {
+                    // The head and body in many small writes.
+                    let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: b\r\n\r\nsplit reply";
+                    for c in raw.chunks(3) {
+                        if s.write_all(c).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    continue;
+                }
+                _ => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nX-Framing: {framing}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    (r, false)
+                }
+            };
+        if s.write_all(&resp).await.is_err() || close {
+            return;
+        }
+    }
+}
+
 impl Scripted {
     async fn start() -> Scripted {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -108,78 +185,39 @@ impl Scripted {
         let connections = Arc::new(AtomicU64::new(0));
         let conns = connections.clone();
         tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
+            while let Ok((s, _)) = l.accept().await {
                 conns.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(s));
+            }
+        });
+        Scripted { addr, connections }
+    }
+
+    /// The same over TLS, with a certificate for 127.0.0.1 from `pki`.
+    async fn start_tls(pki: &Pki) -> Scripted {
+        use rustls_pki_types::pem::PemObject;
+        let issued = pki.issue("origin", &["127.0.0.1"]);
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&issued.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&issued.key).unwrap();
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let conns = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while let Some(head) = read_head(&mut s, &mut buf).await {
-                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                        if path == "/early" {
-                            // Answer an upload at once, without reading it, and close.
-                            let _ = s
-                                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
-                                .await;
-                            let _ = s.shutdown().await;
-                            tokio::time::sleep(Duration::from_millis(300)).await;
-                            return;
-                        }
-                        let Some((framing, body)) = read_body(&mut s, &mut buf, &head).await else {
-                            return;
-                        };
-                        let (resp, close): (Vec<u8>, bool) = match path.as_str() {
-                            "/chunked" => (
-                                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Checksum: 42\r\n\r\n".to_vec(),
-                                false,
-                            ),
-                            "/close" => (
-                                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end".to_vec(),
-                                true,
-                            ),
-                            "/http10" => (
-                                b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nold ok".to_vec(),
-                                true,
-                            ),
-                            "/interim" => (
-                                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal".to_vec(),
-                                false,
-                            ),
-                            "/badlen" => (
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
-                                true,
-                            ),
-                            "/both" => (
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboth\r\n0\r\n\r\n".to_vec(),
-                                false,
-                            ),
-                            "/truncated" => (
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".to_vec(),
-                                true,
-                            ),
-                            "/garbage" => (b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), true),
-                            "/split" => {
-                                // The head and body in many small writes.
-                                let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: b\r\n\r\nsplit reply";
-                                for c in raw.chunks(3) {
-                                    if s.write_all(c).await.is_err() {
-                                        return;
-                                    }
-                                    tokio::time::sleep(Duration::from_millis(2)).await;
-                                }
-                                continue;
-                            }
-                            _ => {
-                                let mut r = format!(
-                                    "HTTP/1.1 200 OK\r\nX-Framing: {framing}\r\nContent-Length: {}\r\n\r\n",
-                                    body.len()
-                                )
-                                .into_bytes();
-                                r.extend_from_slice(&body);
-                                (r, false)
-                            }
-                        };
-                        if s.write_all(&resp).await.is_err() || close {
-                            return;
-                        }
+                    if let Ok(tls) = acceptor.accept(s).await {
+                        serve(tls).await;
                     }
                 });
             }
@@ -193,9 +231,15 @@ impl Scripted {
 }
 
 async fn edge_for(o: &Scripted) -> TestEdge {
+    edge_with(o, "", "").await
+}
+
+/// An edge with one route to `o`; `edge_extra` goes into `[edge]`, `origin_extra` into the
+/// origin's table.
+async fn edge_with(o: &Scripted, edge_extra: &str, origin_extra: &str) -> TestEdge {
     let t = format!(
-        "[edge.routes.app]\ndomains = [\"app.example.com\"]\ngroup = \"web\"\n\
-         [edge.groups.web]\nretries = 0\n[[edge.groups.web.origins]]\nname = \"scripted\"\naddress = \"{}\"\n",
+        "{edge_extra}\n[edge.routes.app]\ndomains = [\"app.example.com\"]\ngroup = \"web\"\n\
+         [edge.groups.web]\nretries = 0\n[[edge.groups.web.origins]]\nname = \"scripted\"\naddress = \"{}\"\n{origin_extra}\n",
         o.addr
     );
     TestEdge::start(&t, APP).await
@@ -377,5 +421,42 @@ async fn an_origin_that_answers_an_upload_early_is_heard() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn tls_origins_get_the_same_protocol_and_pooling() {
+    let pki = Pki::new();
+    let o = Scripted::start_tls(&pki).await;
+    let ca = pki.ca_path();
+    let edge = edge_with(
+        &o,
+        &format!("origin_ca_file = \"{}\"", ca.display()),
+        "tls = true",
+    )
+    .await;
+    let c = client(&edge);
+    let url = |p: &str| edge.url("app.example.com", p);
+    let r = c.post(url("/echo")).body("over tls").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "over tls");
+    let r = c.get(url("/chunked")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello, world");
+    let r = c.get(url("/split")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "split reply");
+    assert_eq!(o.connections(), 1, "one TLS connection carried all three");
+    let r = c.get(url("/close")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "until the end");
+    edge.stop().await;
+
+    // An origin whose certificate the edge does not trust is a connect failure: 502.
+    let o = Scripted::start_tls(&Pki::new()).await;
+    let edge = edge_with(&o, "", "tls = true").await;
+    let r = client(&edge)
+        .get(edge.url("app.example.com", "/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
     edge.stop().await;
 }
