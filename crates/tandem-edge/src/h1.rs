@@ -158,7 +158,7 @@ pub struct ResponseHead {
 pub enum Parsed {
     /// Not a whole head yet.
     Partial,
-    /// An interim (1xx) response of this many bytes, consumed.
+    /// An interim (1xx) response, removed from the buffer.
     Interim,
     /// A final response head, consumed from the buffer.
     Head(ResponseHead),
