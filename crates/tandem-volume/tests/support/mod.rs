@@ -88,32 +88,51 @@ pub fn populate(dir: &Path) {
 }
 
 /// What a tree holds: for each relative path, its kind, mode, size, mtime and content hash.
+/// Tests poll this while an agent is still writing the tree (temporary files appear and are
+/// renamed away), so an entry that vanishes between the directory listing and its reading is
+/// left out: the snapshot then simply does not match yet. Any other error panics.
 pub fn manifest(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
     out
 }
 
+/// `Some(value)`, `None` when the path vanished, a panic on any other error.
+fn present<T>(r: std::io::Result<T>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").path())
+    let Some(listing) = present(std::fs::read_dir(dir), "read_dir") else {
+        return;
+    };
+    let mut entries: Vec<PathBuf> = listing
+        .filter_map(|e| present(e, "entry"))
+        .map(|e| e.path())
         .collect();
     entries.sort();
     for p in entries {
         let rel = p.strip_prefix(root).expect("prefix").display().to_string();
-        let m = std::fs::symlink_metadata(&p).expect("lstat");
+        let Some(m) = present(std::fs::symlink_metadata(&p), "lstat") else {
+            continue;
+        };
         let mode = m.mode() & 0o7777;
         let desc = if m.file_type().is_symlink() {
-            format!(
-                "link -> {}",
-                std::fs::read_link(&p).expect("readlink").display()
-            )
+            let Some(target) = present(std::fs::read_link(&p), "readlink") else {
+                continue;
+            };
+            format!("link -> {}", target.display())
         } else if m.is_dir() {
             walk(root, &p, out);
             format!("dir {mode:o}")
         } else {
-            let data = std::fs::read(&p).expect("read");
+            let Some(data) = present(std::fs::read(&p), "read") else {
+                continue;
+            };
             format!(
                 "file {mode:o} {} mtime={} sum={:016x}",
                 data.len(),
