@@ -37,6 +37,45 @@ pub fn full(b: impl Into<Bytes>) -> BoxBody {
         .boxed_unsync()
 }
 
+/// A client's request body: hyper's for the requests hyper's server reads (HTTP/2, and
+/// HTTP/1 requests with a body), none for those the edge's own HTTP/1 server reads.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// Read by hyper.
+    Hyper(hyper::body::Incoming),
+    /// No body.
+    Empty,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The request body grew past the limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit of {0} bytes")]

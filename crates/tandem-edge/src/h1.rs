@@ -275,6 +275,280 @@ pub fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, 
     }))
 }
 
+/// A client's request head, as far as the edge's own HTTP/1 server takes it.
+#[derive(Debug)]
+// The common variant is the large one; boxing it would allocate once per request.
+#[allow(clippy::large_enum_variant)]
+pub enum ParsedRequest {
+    /// More bytes are needed (and the buffer is still under the limit).
+    Partial,
+    /// A plain HTTP/1.1 request without a body, removed from the buffer. `close`: the
+    /// client asked to close the connection after it.
+    Simple {
+        /// The request line and fields.
+        parts: http::request::Parts,
+        /// `Connection: close`.
+        close: bool,
+    },
+    /// Anything else — a body, an upgrade, `Expect`, HTTP/1.0, CONNECT, a head over the
+    /// limit or one that does not parse: left in the buffer for hyper's server, which
+    /// serves the connection from here on (and answers 400/431/414 where it must).
+    Other,
+}
+
+/// Longest request target hyper accepts (it answers 414 beyond).
+const MAX_URI: usize = 65_534;
+
+/// Parse the request head at the start of `buf` if it is a [`ParsedRequest::Simple`] one:
+/// HTTP/1.1, a method other than CONNECT, no `Transfer-Encoding`, no `Content-Length` other
+/// than one `0`, no `Expect`, no `Upgrade` and no `upgrade` token in `Connection`, at most
+/// `max_headers` fields within `max_head` bytes. Field values are slices of the head's bytes.
+pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_headers: usize) -> ParsedRequest {
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let fields = &mut fields[..max_headers.min(MAX_HEADERS)];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, fields)
+    {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return ParsedRequest::Partial,
+        _ => return ParsedRequest::Other,
+    };
+    if req.version != Some(1) {
+        return ParsedRequest::Other;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return ParsedRequest::Other;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return ParsedRequest::Other;
+    };
+    if method == Method::CONNECT || path.len() > MAX_URI {
+        return ParsedRequest::Other;
+    }
+    // Where each name and value sits in the head: the fields borrow `buf`, which the split
+    // below ends, and the values become slices of the split-off head (no copy per value).
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+    let path_at = at(path.as_bytes()) as usize;
+    let path_span = path_at..path_at + path.len();
+    let mut close = false;
+    let mut lengths = 0;
+    let mut spans = [[0u32; 4]; MAX_HEADERS];
+    let n = req.headers.len();
+    for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+        let name = h.name.as_bytes();
+        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+        if is(&header::TRANSFER_ENCODING) || is(&header::EXPECT) || is(&header::UPGRADE) {
+            return ParsedRequest::Other;
+        }
+        if is(&header::CONTENT_LENGTH) {
+            if h.value != b"0" {
+                return ParsedRequest::Other;
+            }
+            lengths += 1;
+        }
+        if is(&header::CONNECTION) {
+            for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"upgrade") {
+                    return ParsedRequest::Other;
+                }
+                close |= t.eq_ignore_ascii_case(b"close");
+            }
+        }
+        let (ns, vs) = (at(name), at(h.value));
+        *span = [ns, ns + name.len() as u32, vs, vs + h.value.len() as u32];
+    }
+    if lengths > 1 {
+        return ParsedRequest::Other;
+    }
+    let head = buf.split_to(len).freeze();
+    let built = (|| {
+        let uri = http::Uri::from_maybe_shared(head.slice(path_span)).ok()?;
+        let mut headers = HeaderMap::with_capacity(n);
+        for &[ns, ne, vs, ve] in &spans[..n] {
+            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).ok()?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize));
+            headers.append(name, value.ok()?);
+        }
+        Some((uri, headers))
+    })();
+    let Some((uri, headers)) = built else {
+        // Rare (httparse checked the bytes already): put the head back for hyper to refuse.
+        let mut back = BytesMut::with_capacity(head.len() + buf.len());
+        back.extend_from_slice(&head);
+        back.extend_from_slice(buf);
+        *buf = back;
+        return ParsedRequest::Other;
+    };
+    let mut r = http::Request::new(());
+    *r.method_mut() = method;
+    *r.uri_mut() = uri;
+    *r.headers_mut() = headers;
+    let (parts, ()) = r.into_parts();
+    ParsedRequest::Simple { parts, close }
+}
+
+/// How a response body goes to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body bytes (HEAD, 204, 304, or an empty body).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked; trailer fields are sent only if the head declared them in `Trailer`
+    /// (as hyper does), and these are their names.
+    Chunked(Vec<HeaderName>),
+}
+
+/// What the response head says about the connection and the body.
+#[derive(Debug)]
+pub struct ResponseHeadOut {
+    /// How the body is delimited.
+    pub framing: ResponseFraming,
+    /// The connection closes after this response (`Connection: close` was sent).
+    pub last: bool,
+}
+
+/// Write an HTTP/1.1 response head to a client into `out`, the way hyper's server does for
+/// the same response: names in lower case in map order, the body's framing from the
+/// response's own `Content-Length`, else the body's exact size, else chunked (a
+/// `Transfer-Encoding` in `headers` is dropped); no body for HEAD, 204 and 304; a `Date`
+/// when there is none. `end_stream`: the body is known to be empty; `size`: its exact size.
+/// `keep_alive: false` adds `Connection: close`. Conflicting or invalid `Content-Length`
+/// fields are an error (nothing is written).
+pub fn encode_response_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    head_request: bool,
+    end_stream: bool,
+    size: Option<u64>,
+    keep_alive: bool,
+) -> Result<ResponseHeadOut, ProtocolError> {
+    let start = out.len();
+    let status = parts.status;
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let no_length = status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status.is_informational();
+    let can_body = !no_length && !head_request;
+    let mut declared: Option<u64> = None;
+    let mut last = !keep_alive;
+    let mut wrote_close = false;
+    let mut wrote_date = false;
+    let mut trailers: Vec<HeaderName> = Vec::new();
+    for (name, value) in &parts.headers {
+        if *name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if *name == header::CONTENT_LENGTH {
+            // An empty body outside HEAD: the field goes (hyper writes `0` below instead).
+            if no_length || end_stream && !head_request {
+                continue;
+            }
+            let Some(n) = parse_length(value.as_bytes()) else {
+                out.truncate(start);
+                return Err(ProtocolError("response Content-Length is not valid"));
+            };
+            match declared {
+                Some(d) if d != n => {
+                    out.truncate(start);
+                    return Err(ProtocolError(
+                        "response has conflicting Content-Length fields",
+                    ));
+                }
+                Some(_) => continue,
+                None => declared = Some(n),
+            }
+        } else if *name == header::CONNECTION {
+            let close = value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            last |= close;
+            wrote_close |= close;
+        } else if *name == header::DATE {
+            wrote_date = true;
+        } else if *name == header::TRAILER && can_body {
+            let names = value.as_bytes().split(|b| *b == b',');
+            trailers.extend(names.filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok()));
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if last && !wrote_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let framing = match declared {
+        Some(n) if can_body => ResponseFraming::Length(n),
+        Some(_) => ResponseFraming::None,
+        None if end_stream => {
+            if !no_length && !head_request {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            ResponseFraming::None
+        }
+        None => match size {
+            Some(n) => {
+                if !no_length {
+                    let _ = write!(out, "content-length: {n}\r\n");
+                }
+                if can_body {
+                    ResponseFraming::Length(n)
+                } else {
+                    ResponseFraming::None
+                }
+            }
+            None if can_body => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                ResponseFraming::Chunked(trailers)
+            }
+            None => ResponseFraming::None,
+        },
+    };
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        date::extend(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(ResponseHeadOut { framing, last })
+}
+
+/// The `Date` value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+
+    /// Append the current date (RFC 9110 IMF-fixdate) to `out`.
+    pub(super) fn extend(out: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != secs || text.is_empty() {
+                *at = secs;
+                *text = httpdate::fmt_http_date(now);
+            }
+            out.extend_from_slice(text.as_bytes());
+        });
+    }
+}
+
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
 /// `Connection: keep-alive`.
 fn connection_keeps_alive(headers: &HeaderMap, version: Version) -> bool {
@@ -435,17 +709,22 @@ fn chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
     Ok(n)
 }
 
-/// Append one chunk of a chunked request body to `out`.
+/// Append one chunk of a chunked body to `out`.
 pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    let _ = write!(out, "{:x}\r\n", data.len());
+    encode_chunk_size(out, data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Append the last chunk and the trailer fields of a chunked request body to `out`.
+/// Append a chunk's size line to `out` (its data and CRLF follow).
+pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// Append the last chunk and the trailer fields of a chunked body to `out`.
 pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
@@ -676,5 +955,206 @@ mod tests {
         let (body, trailers) = decode_all(&out, 3).unwrap();
         assert_eq!(body, b"hello");
         assert_eq!(trailers.unwrap()["x-sum"], "1");
+    }
+
+    fn request(raw: &[u8]) -> (ParsedRequest, BytesMut) {
+        let mut buf = BytesMut::from(raw);
+        let p = parse_request(&mut buf, 8192, 100);
+        (p, buf)
+    }
+
+    #[test]
+    fn simple_requests_are_parsed_and_consumed() {
+        let (p, rest) = request(
+            b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 0\r\n\r\nGET /next",
+        );
+        let ParsedRequest::Simple { parts, close } = p else {
+            panic!("{p:?}")
+        };
+        assert!(!close);
+        assert_eq!(parts.method, Method::GET);
+        assert_eq!(parts.uri, "/a?b=c");
+        assert_eq!(parts.version, Version::HTTP_11);
+        assert_eq!(parts.headers["host"], "x");
+        assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(&rest[..], b"GET /next", "pipelined bytes stay");
+
+        let (p, _) =
+            request(b"DELETE http://x/y HTTP/1.1\r\nconnection: keep-alive, Close\r\n\r\n");
+        let ParsedRequest::Simple { parts, close } = p else {
+            panic!("{p:?}")
+        };
+        assert!(close);
+        assert_eq!(parts.uri.host(), Some("x"));
+
+        let (p, rest) = request(b"GET / HTTP/1.1\r\nHost: x\r\n");
+        assert!(matches!(p, ParsedRequest::Partial));
+        assert_eq!(rest.len(), 25, "a partial head stays");
+    }
+
+    #[test]
+    fn everything_else_is_left_whole_for_hyper() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(9000));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(101));
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\ncontent-length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 00\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+            b"HELLO\r\n\r\n",
+            big.as_bytes(),
+            many.as_bytes(),
+        ];
+        for raw in cases {
+            let (p, rest) = request(raw);
+            assert!(
+                matches!(p, ParsedRequest::Other),
+                "{:?}: {p:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(&rest[..], *raw, "the bytes must reach hyper untouched");
+        }
+    }
+
+    fn response(
+        status: u16,
+        headers: &[(&str, &str)],
+        head_request: bool,
+        end: bool,
+        size: Option<u64>,
+        keep_alive: bool,
+    ) -> (String, Result<ResponseHeadOut, ProtocolError>) {
+        let mut r = http::Response::new(());
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (n, v) in headers {
+            r.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let (parts, ()) = r.into_parts();
+        let mut out = Vec::new();
+        let res = encode_response_head(&mut out, &parts, head_request, end, size, keep_alive);
+        (String::from_utf8(out).unwrap(), res)
+    }
+
+    #[test]
+    fn response_heads_frame_bodies_as_hyper_does() {
+        let d = [("date", "Thu, 03 Dec 2026 10:00:00 GMT")];
+        // The response's own length.
+        let (h, r) = response(
+            200,
+            &[d[0], ("content-length", "5")],
+            false,
+            false,
+            None,
+            true,
+        );
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\ndate: Thu, 03 Dec 2026 10:00:00 GMT\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert_eq!(r.unwrap().framing, ResponseFraming::Length(5));
+        // The body's exact size; unknown → chunked (a Transfer-Encoding field is replaced).
+        let (h, r) = response(404, &d, false, false, Some(7), true);
+        assert!(
+            h.starts_with("HTTP/1.1 404 Not Found\r\n") && h.contains("content-length: 7\r\n"),
+            "{h}"
+        );
+        assert_eq!(r.unwrap().framing, ResponseFraming::Length(7));
+        let (h, r) = response(
+            200,
+            &[d[0], ("transfer-encoding", "gzip"), ("trailer", "x-sum")],
+            false,
+            false,
+            None,
+            true,
+        );
+        assert!(
+            h.contains("transfer-encoding: chunked\r\n") && !h.contains("gzip"),
+            "{h}"
+        );
+        assert_eq!(
+            r.unwrap().framing,
+            ResponseFraming::Chunked(vec![HeaderName::from_static("x-sum")])
+        );
+        // Empty: `content-length: 0`, and a stale length field goes.
+        let (h, r) = response(
+            200,
+            &[d[0], ("content-length", "9")],
+            false,
+            true,
+            Some(0),
+            true,
+        );
+        assert!(
+            h.contains("content-length: 0\r\n") && !h.contains(": 9"),
+            "{h}"
+        );
+        assert_eq!(r.unwrap().framing, ResponseFraming::None);
+        // HEAD keeps the length it was given and sends no body; 204 and 304 get no length.
+        let (h, r) = response(
+            200,
+            &[d[0], ("content-length", "1000")],
+            true,
+            true,
+            Some(0),
+            true,
+        );
+        assert!(h.contains("content-length: 1000\r\n"), "{h}");
+        assert_eq!(r.unwrap().framing, ResponseFraming::None);
+        let (h, r) = response(
+            204,
+            &[d[0], ("content-length", "3")],
+            false,
+            false,
+            None,
+            true,
+        );
+        assert!(
+            !h.contains("content-length") && !h.contains("transfer-encoding"),
+            "{h}"
+        );
+        assert_eq!(r.unwrap().framing, ResponseFraming::None);
+        let (h, _) = response(304, &d, false, false, Some(10), true);
+        assert!(!h.contains("content-length"), "{h}");
+        // Closing: `connection: close` once, whoever asked for it.
+        let (h, r) = response(200, &d, false, true, Some(0), false);
+        assert!(h.contains("connection: close\r\n"), "{h}");
+        assert!(r.unwrap().last);
+        let (h, r) = response(
+            200,
+            &[d[0], ("connection", "close")],
+            false,
+            true,
+            Some(0),
+            true,
+        );
+        assert_eq!(h.matches("connection").count(), 1, "{h}");
+        assert!(r.unwrap().last);
+        // A date is added when there is none.
+        let (h, _) = response(200, &[], false, true, Some(0), true);
+        assert!(
+            h.contains("\r\ndate: ") && h.ends_with(" GMT\r\n\r\n"),
+            "{h}"
+        );
+        // Conflicting or invalid lengths: an error and nothing written.
+        for bad in [
+            &[("content-length", "5"), ("content-length", "6")][..],
+            &[("content-length", "x")],
+        ] {
+            let (h, r) = response(200, bad, false, false, None, true);
+            assert!(r.is_err() && h.is_empty(), "{h}");
+        }
     }
 }

@@ -34,6 +34,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod h1;
+mod h1_server;
 pub mod headers;
 pub mod inspect;
 pub mod metrics;
@@ -180,6 +181,9 @@ pub(crate) struct Inner {
     /// Stops the probes when the edge stops.
     probe_token: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// The running `run`'s shutdown signal: upgraded (spliced) connections close when it
+    /// fires and the drain timeout has passed.
+    pub(crate) stopping: Mutex<CancellationToken>,
     /// The port of the first bound HTTPS listener, for plain-HTTP redirects (0 = use config).
     pub(crate) https_port: std::sync::atomic::AtomicU16,
 }
@@ -260,6 +264,7 @@ impl Edge {
             prober: Prober::new(probe_token.clone(), probe_metrics),
             probe_token,
             tracker: TaskTracker::new(),
+            stopping: Mutex::new(CancellationToken::new()),
             https_port: std::sync::atomic::AtomicU16::new(0),
         });
         let edge = Edge { inner };
@@ -389,6 +394,11 @@ impl Edge {
     pub async fn run(&self, listeners: Listeners, cancel: CancellationToken) {
         let tracker = self.inner.tracker.clone();
         tracker.reopen();
+        *self
+            .inner
+            .stopping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cancel.clone();
         if !listeners.https.is_empty() && self.inner.resolver.is_empty() {
             tracing::error!("{}", EdgeError::NoCertificates);
         }

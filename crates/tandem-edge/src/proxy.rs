@@ -26,12 +26,13 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tandem_config::edge::HttpMode;
 
 use crate::access_log::{AccessEntry, rfc3339};
 use crate::balance::NoOrigin;
-use crate::body::{self, BoxBody, Idle, Limited, OnEnd, Prefixed, ReplayBody, TooLarge};
+use crate::body::{
+    self, BoxBody, ClientBody, Idle, Limited, OnEnd, Prefixed, ReplayBody, TooLarge,
+};
 use crate::client::{OriginError, PooledBody};
 use crate::error::{ProxyError, ProxyErrorKind, Source};
 use crate::headers;
@@ -96,7 +97,7 @@ struct Ctx {
 pub(crate) async fn handle(
     inner: Arc<Inner>,
     info: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<BoxBody>, Infallible> {
     let snap = inner.snapshot.load_full();
     // HTTP/1 requests hold the connection's head deadline off until their response ends.
@@ -147,7 +148,7 @@ async fn proxy(
     inner: &Arc<Inner>,
     snap: &Arc<Snapshot>,
     ctx: &mut Ctx,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<BoxBody>, Answer> {
     let limits = &snap.cfg.limits;
 
@@ -590,7 +591,15 @@ async fn respond(
     // WebSocket and other upgrades: splice the two connections once both sides switched.
     if switching && let Some(client_up) = client_upgrade {
         let origin_up = hyper::upgrade::on(&mut resp);
-        inner.tracker.spawn(splice(client_up, origin_up));
+        let stopping = inner
+            .stopping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let drain = snap.cfg.timeouts.drain;
+        inner
+            .tracker
+            .spawn(splice(client_up, origin_up, stopping, drain));
     }
     let (mut parts, origin_body) = resp.into_parts();
     // Without a WAF transaction the body passes as it is; the WAF phase's state lives in a
@@ -644,7 +653,14 @@ async fn respond(
     Response::from_parts(parts, body)
 }
 
-async fn splice(client: hyper::upgrade::OnUpgrade, origin: hyper::upgrade::OnUpgrade) {
+/// Copy both ways between the upgraded connections until either side closes, or until the
+/// drain timeout after the edge began to stop.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    origin: hyper::upgrade::OnUpgrade,
+    stopping: tokio_util::sync::CancellationToken,
+    drain: std::time::Duration,
+) {
     let (c, o) = match tokio::join!(client, origin) {
         (Ok(c), Ok(o)) => (c, o),
         (c, o) => {
@@ -654,8 +670,15 @@ async fn splice(client: hyper::upgrade::OnUpgrade, origin: hyper::upgrade::OnUpg
     };
     let mut c = hyper_util::rt::TokioIo::new(c);
     let mut o = hyper_util::rt::TokioIo::new(o);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut o).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    let stop = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut c, &mut o) => if let Err(e) = r {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
+        },
+        () = stop => tracing::debug!("edge stopping: upgraded connection closed after the drain timeout"),
     }
 }
 

@@ -7,19 +7,23 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
+use crate::body::ClientBody;
 use crate::error::EdgeError;
+use crate::h1_server::{self, Ended, Rewound};
 use crate::headers::ClientNode;
 use crate::proxy::{ConnInfo, Scheme};
-use crate::watch::{ClientIo, Watch, Watched};
+use crate::watch::{ClientIo, LastWords, Watch, Watched};
 
 /// Bind a listener with SO_REUSEADDR and a deep backlog.
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
@@ -160,7 +164,7 @@ async fn serve_connection(
             } else {
                 let b = builder.clone().http1_only();
                 let io = ClientIo::new(tls_stream, info.watch.clone());
-                drive(inner, &b, TokioIo::new(io), info, cancel, drain).await;
+                serve_h1(inner, &b, io, info, cancel, drain).await;
             }
         }
         None => {
@@ -172,7 +176,49 @@ async fn serve_connection(
                 watch,
             };
             let io = ClientIo::new(stream, info.watch.clone());
-            drive(inner, builder, TokioIo::new(io), info, cancel, drain).await;
+            serve_h1(inner, builder, io, info, cancel, drain).await;
+        }
+    }
+}
+
+/// An HTTP/1 connection: the edge's own server first ([`crate::h1_server`]), hyper's
+/// `builder` (which also detects the HTTP/2 preface on plain connections) from the first
+/// request that needs it.
+async fn serve_h1<S>(
+    inner: &Arc<Inner>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: ClientIo<S>,
+    info: ConnInfo,
+    cancel: CancellationToken,
+    drain: std::time::Duration,
+) where
+    S: LastWords + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = info.client;
+    let ended = {
+        let own = Watched::new(
+            h1_server::serve(inner, &info, io, &cancel),
+            info.watch.clone(),
+        );
+        tokio::pin!(own);
+        tokio::select! {
+            biased;
+            r = own.as_mut() => r,
+            () = cancel.cancelled() => match tokio::time::timeout(drain, own.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(client = %client, "connection still busy after the drain timeout; closing it");
+                    return;
+                }
+            },
+        }
+    };
+    match ended {
+        None => tracing::debug!(client = %client, "no request head in time; connection closed"),
+        Some(Ended::Closed) => {}
+        Some(Ended::Handover(io, read)) => {
+            let io = TokioIo::new(Rewound::new(io, read));
+            drive(inner, builder, io, info, cancel, drain).await;
         }
     }
 }
@@ -190,7 +236,10 @@ async fn drive<I>(
     let inner2 = inner.clone();
     let client = info.client;
     let watch = info.watch.clone();
-    let service = service_fn(move |req| crate::proxy::handle(inner2.clone(), info.clone(), req));
+    let service = service_fn(move |req: http::Request<Incoming>| {
+        let req = req.map(ClientBody::Hyper);
+        crate::proxy::handle(inner2.clone(), info.clone(), req)
+    });
     let conn = Watched::new(builder.serve_connection_with_upgrades(io, service), watch);
     tokio::pin!(conn);
     // Biased: the connection is polled first and the cancellation only when the connection

@@ -207,3 +207,114 @@ proptest! {
         prop_assert_eq!(got_trailers, trailer.is_some());
     }
 }
+
+/// A request as a server hands it on: method, target, fields in order.
+type Seen = (String, String, Vec<(String, Vec<u8>)>);
+
+/// What hyper's HTTP/1 server makes of `raw`: the request it hands to its service (method,
+/// target, fields in order), or `None` when it refuses the bytes.
+fn hyper_reads(raw: &[u8]) -> Option<Seen> {
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let fields = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect::<Vec<_>>();
+            let _ = tx.send((req.method().to_string(), req.uri().to_string(), fields));
+            async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                    bytes::Bytes,
+                >::new()))
+            }
+        });
+        let conn =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), svc);
+        client.write_all(raw).await.unwrap();
+        client.shutdown().await.unwrap();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
+        rx.try_recv().ok()
+    })
+}
+
+fn pick(xs: &'static [&'static str]) -> impl Strategy<Value = String> {
+    proptest::sample::select(xs).prop_map(str::to_string)
+}
+
+fn request_bytes() -> impl Strategy<Value = Vec<u8>> {
+    // Weighted towards requests the edge's own server takes, so that most cases compare.
+    let method = prop_oneof![
+        6 => pick(&["GET", "HEAD", "DELETE", "OPTIONS"]),
+        1 => pick(&["POST", "G3T", "CONNECT", ""]),
+    ];
+    let target = prop_oneof![
+        6 => pick(&["/", "/a/b?c=d&e", "http://h.example/x", "*", "/%zz", "/a%20b#f"]),
+        1 => pick(&["/\x7f", "h.example:443", " /", "/\u{e9}"]),
+        2 => "[!-~]{0,12}",
+    ];
+    let version = prop_oneof![
+        6 => pick(&["HTTP/1.1"]),
+        1 => pick(&["HTTP/1.0", "HTTP/2.0", "HTTP/1.1 ", "http/1.1"]),
+    ];
+    let name = prop_oneof![
+        6 => pick(&["Host", "X-A", "connection", "Content-Length", "accept"]),
+        1 => pick(&["Transfer-Encoding", "Expect", "Upgrade", "Bad Name", ""]),
+        2 => "[!-~]{1,8}",
+    ];
+    let value = prop_oneof![
+        6 => pick(&["0", "5", "close", "keep-alive, close", "upgrade", "chunked", "a\tb", " x ", "\u{e9}", ""]),
+        3 => "[ -~]{0,10}",
+    ];
+    let sep = prop_oneof![6 => Just(": "), 2 => Just(":"), 1 => Just(" : ")];
+    let eol = prop_oneof![6 => Just("\r\n"), 1 => Just("\n")];
+    let field = (name, sep, value, eol.clone()).prop_map(|(n, s, v, e)| format!("{n}{s}{v}{e}"));
+    (
+        method,
+        target,
+        version,
+        eol.clone(),
+        proptest::collection::vec(field, 0..6),
+        eol,
+    )
+        .prop_map(|(m, t, v, e, fields, end)| {
+            format!("{m} {t} {v}{e}{}{end}", fields.concat()).into_bytes()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+    /// The edge's own HTTP/1 server only takes requests that hyper's server would read the
+    /// same way (same method, target and fields); everything else is left untouched for
+    /// hyper, which serves the connection from there.
+    #[test]
+    fn own_request_parser_agrees_with_hyper(raw in request_bytes()) {
+        let mut buf = bytes::BytesMut::from(&raw[..]);
+        match tandem_edge::h1::parse_request(&mut buf, 16 * 1024, 100) {
+            tandem_edge::h1::ParsedRequest::Simple { parts, .. } => {
+                let ours: Seen = (
+                    parts.method.to_string(),
+                    parts.uri.to_string(),
+                    parts
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                        .collect::<Vec<_>>(),
+                );
+                prop_assert!(buf.is_empty());
+                let theirs = hyper_reads(&raw);
+                prop_assert_eq!(Some(ours), theirs, "{:?}", String::from_utf8_lossy(&raw));
+            }
+            tandem_edge::h1::ParsedRequest::Other | tandem_edge::h1::ParsedRequest::Partial => {
+                prop_assert_eq!(&buf[..], &raw[..]);
+            }
+        }
+    }
+}

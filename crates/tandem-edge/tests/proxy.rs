@@ -166,53 +166,6 @@ async fn sni_picks_exact_then_wildcard_then_default() {
     edge.stop().await;
 }
 
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &rustls_pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls_pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[tokio::test]
 async fn certificates_reload_without_restart() {
     let a = Origin::start("a").await;
@@ -811,7 +764,8 @@ async fn limits_answer_431_and_413() {
 async fn websocket_upgrade_is_passed_through() {
     let a = Origin::start("a").await;
     let t = format!(
-        "[edge.routes.app]\ndomains = [\"*\"]\ngroup = \"web\"\nhttp = \"serve\"\n{}",
+        "timeouts = {{ drain = \"300ms\" }}\n\
+         [edge.routes.app]\ndomains = [\"*\"]\ngroup = \"web\"\nhttp = \"serve\"\n{}",
         one_group("web", &[&a], "")
     );
     let edge = TestEdge::start(&t, APP).await;
@@ -838,7 +792,20 @@ async fn websocket_upgrade_is_passed_through() {
             .unwrap();
         assert_eq!(got, msg);
     }
+    // Stopping the edge closes the open WebSocket once the drain timeout has passed.
+    let started = std::time::Instant::now();
     edge.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an upgraded connection held the shutdown for {:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(
+        r.is_ok(),
+        "the upgraded connection stayed open after the edge stopped"
+    );
 }
 
 #[tokio::test]
