@@ -57,6 +57,8 @@ where
         // The same bound as hyper's read buffer; the exact limit is the proxy's (431).
         (l.max_header_bytes.max(8192) + 1024, l.max_headers)
     };
+    // One registration for the connection's life, not one per request.
+    let mut stop = std::pin::pin!(cancel.cancelled());
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let mut wbuf: Vec<u8> = Vec::with_capacity(8 * 1024);
     loop {
@@ -76,7 +78,7 @@ where
                 tokio::select! {
                     biased;
                     r = io.read_buf(&mut rbuf) => r,
-                    () = cancel.cancelled() => return Ended::Closed,
+                    () = &mut stop => return Ended::Closed,
                 }
             } else {
                 io.read_buf(&mut rbuf).await

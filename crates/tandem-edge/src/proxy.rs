@@ -442,17 +442,8 @@ async fn proxy(
                     last_error = None;
                     continue;
                 }
-                return Ok(respond(
-                    inner,
-                    snap,
-                    ctx,
-                    resp,
-                    &outcome,
-                    txn,
-                    client_upgrade,
-                    affinity_cookie.as_deref(),
-                )
-                .await);
+                last_response = Some(resp);
+                break;
             }
             Some(Err(e)) => classify(&e, &replay),
             None => ProxyError {
@@ -497,19 +488,21 @@ async fn proxy(
             break;
         }
     }
-    // Every attempt failed: pass the last 5xx on, or answer for the origin.
+    // The answer (or, when every attempt failed, the last 5xx) goes on; without a WAF
+    // transaction the response phase does not wait for anything, and the WAF's does in a
+    // box of its own, so neither weighs on every request's future.
     if let Some(resp) = last_response {
-        return Ok(respond(
-            inner,
-            snap,
-            ctx,
-            resp,
-            &outcome,
-            txn,
-            client_upgrade,
-            affinity_cookie.as_deref(),
-        )
-        .await);
+        let cookie = affinity_cookie.as_deref();
+        return Ok(match txn {
+            None => respond(inner, snap, ctx, resp, &outcome, client_upgrade, cookie),
+            Some(t) => {
+                let inspected = inspect_response(snap, ctx, resp, t);
+                match Box::pin(inspected).await {
+                    Ok(resp) => respond(inner, snap, ctx, resp, &outcome, client_upgrade, cookie),
+                    Err(refused) => refused,
+                }
+            }
+        });
     }
     match last_error {
         Some(e) => {
@@ -575,18 +568,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Step 7 for WAF routes: the response phases of the transaction (headers, and the body when
+/// the policy inspects it). `Err` is the answer to send instead (a block or a failed origin).
+async fn inspect_response(
+    snap: &Snapshot,
+    ctx: &mut Ctx,
+    resp: Response<PooledBody>,
+    txn: Box<dyn Transaction>,
+) -> Result<Response<crate::waf::OriginBody>, Response<BoxBody>> {
+    let (parts, origin_body) = resp.into_parts();
+    let inspected =
+        crate::waf::response_phase(Some(txn), &parts, origin_body, snap.cfg.timeouts.idle).await;
+    match inspected {
+        Ok(b) => Ok(Response::from_parts(parts, b)),
+        Err((v, why)) => {
+            ctx.error = Some(why.into());
+            Err(verdict_response(v)
+                .unwrap_or_else(|| local_response(StatusCode::BAD_GATEWAY, "origin failed")))
+        }
+    }
+}
+
 /// Step 7, the response phase.
-#[allow(clippy::too_many_arguments)]
-async fn respond(
+fn respond<B>(
     inner: &Arc<Inner>,
     snap: &Snapshot,
     ctx: &mut Ctx,
-    mut resp: Response<PooledBody>,
+    mut resp: Response<B>,
     outcome: &RuleOutcome,
-    txn: Option<Box<dyn Transaction>>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     affinity_cookie: Option<&str>,
-) -> Response<BoxBody> {
+) -> Response<BoxBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     // WebSocket and other upgrades: splice the two connections once both sides switched.
     if switching && let Some(client_up) = client_upgrade {
@@ -602,26 +618,6 @@ async fn respond(
             .spawn(splice(client_up, origin_up, stopping, drain));
     }
     let (mut parts, origin_body) = resp.into_parts();
-    // Without a WAF transaction the body passes as it is; the WAF phase's state lives in a
-    // box of its own so that it does not weigh on every request's future.
-    let origin_body = match txn {
-        None => http_body_util::Either::Left(origin_body),
-        Some(t) => match Box::pin(crate::waf::response_phase(
-            Some(t),
-            &parts,
-            origin_body,
-            snap.cfg.timeouts.idle,
-        ))
-        .await
-        {
-            Ok(b) => b,
-            Err((v, why)) => {
-                ctx.error = Some(why.into());
-                return verdict_response(v)
-                    .unwrap_or_else(|| local_response(StatusCode::BAD_GATEWAY, "origin failed"));
-            }
-        },
-    };
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     if let (Some(gi), Some(oi)) = (ctx.group, ctx.origin) {
         let group = &snap.groups[gi];
