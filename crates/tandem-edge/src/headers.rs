@@ -343,7 +343,12 @@ impl RequestIds {
                 buf[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
             }
         }
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let mut v = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"));
+        // Unique per request: HPACK sends it as a literal that is never indexed, instead of
+        // inserting every id into the HTTP/2 connection's table (which evicts the entries that
+        // do repeat and compares each new id with every id still in the table).
+        v.set_sensitive(true);
+        v
     }
 }
 
