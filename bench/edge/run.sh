@@ -10,6 +10,7 @@
 #   TANDEM_BIN=target/release/tandem bench/edge/run.sh     # skip the build
 #   PINGORA=0 bench/edge/run.sh                # without the Pingora spike
 #   H1SPIKE=0 bench/edge/run.sh                # without the tokio floor (h1-spike)
+#   PAIRED=0 bench/edge/run.sh                 # without the paired runs (below)
 #
 # How it is made comparable on a small shared machine:
 # - every proxy gets one worker (THREADS=1: Tandem's `--threads 1`, nginx `worker_processes
@@ -21,6 +22,10 @@
 # - CPU time per request (the proxy's user+system time over the run divided by the requests
 #   it served) is the figure to compare: it does not depend on how busy the other core is.
 #   Requests per second and latency do, so they swing with the machine's load.
+# - paired runs (PAIRED=1, the default): Tandem and one peer at the same time, both on
+#   PROXY_CPU, each under its own load generator, so that whatever else the machine does hits
+#   both alike; they share the core, and the ratios of their CPU time per request and of the
+#   requests each served in the same seconds are the steadiest comparison this machine gives.
 #
 # Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), haproxy, openssl,
 # util-linux (taskset); cmake and a Rust toolchain for the Pingora spike
@@ -38,6 +43,7 @@ H2_STREAMS=${H2_STREAMS:-10}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 MODES=${MODES:-"plain tls h2"}
+PAIRED=${PAIRED:-1}
 BASE=${BASE_PORT:-18000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/tandem-edge-bench.XXXXXX)
@@ -292,6 +298,51 @@ for rep in $(seq "$REPS"); do
   done
 done
 
+# load_run mode url seconds outfile: one load generator run (wrk or h2load) into outfile.
+load_run() {
+  local mode=$1 url=$2 secs=$3 outf=$4
+  if [[ "$mode" == h2 ]]; then
+    on_load h2load -D "$secs" -c "$CONNS" -m "$H2_STREAMS" -t 1 "$url" >"$outf" 2>&1 || true
+  else
+    on_load wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: bench.tandem.test" "$url" >"$outf" 2>&1 || true
+  fi
+}
+reqs_of() { # mode outfile
+  if [[ "$1" == h2 ]]; then awk '/^requests:/ {print $8}' "$2"; else awk '/requests in/ {print $1}' "$2"; fi
+}
+PAIRS="$WORK/pairs"
+: > "$PAIRS"
+# measure_pair rep mode peer: Tandem and peer under load at the same time; appends
+# "mode peer tandem_reqs peer_reqs tandem_cpu_us peer_cpu_us".
+measure_pair() {
+  local rep=$1 mode=$2 peer=$3
+  local tu pu; tu=$(url_of tandem "$mode"); pu=$(url_of "$peer" "$mode")
+  local pidvar="PID_$peer"; local ppid=${!pidvar}
+  local lp
+  load_run "$mode" "$tu" "$WARMUP" /dev/null & lp=$!
+  load_run "$mode" "$pu" "$WARMUP" /dev/null; wait "$lp"
+  local t0 p0 t1 p1
+  t0=$(cpu_ticks "$PID_tandem"); p0=$(cpu_ticks "$ppid")
+  load_run "$mode" "$tu" "$DURATION" "$WORK/pair-t" & lp=$!
+  load_run "$mode" "$pu" "$DURATION" "$WORK/pair-p"; wait "$lp"
+  t1=$(cpu_ticks "$PID_tandem"); p1=$(cpu_ticks "$ppid")
+  local tn pn; tn=$(reqs_of "$mode" "$WORK/pair-t"); pn=$(reqs_of "$mode" "$WORK/pair-p")
+  awk -v m="$mode" -v p="$peer" -v tn="${tn:-0}" -v pn="${pn:-0}" -v t0="$t0" -v t1="$t1" -v p0="$p0" -v p1="$p1" -v hz="$HZ" -v rep="$rep" '
+    BEGIN { if (tn>0 && pn>0) {
+      tc=(t1-t0)/hz*1e6/tn; pc=(p1-p0)/hz*1e6/pn;
+      printf "%s %s %d %d %.2f %.2f\n", m, p, tn, pn, tc, pc
+      printf "  pair %s %s: tandem %d req %.2f µs/req, %s %d req %.2f µs/req\n", rep, m, tn, tc, p, pn, pc > "/dev/stderr" } }' >> "$PAIRS"
+}
+if [[ "$PAIRED" == 1 ]]; then
+  for rep in $(seq "$REPS"); do
+    for mode in $MODES; do
+      for peer in nginx haproxy; do
+        measure_pair "$rep" "$mode" "$peer"
+      done
+    done
+  done
+fi
+
 # Medians per mode and proxy, then ratios against Tandem.
 median() { sort -g | awk '{a[NR]=$1} END { if (NR==0) print "nan"; else print a[int((NR+1)/2)] }'; }
 SUMMARY="$WORK/summary"
@@ -320,3 +371,16 @@ awk '
     }
     print "(medians of the repetitions; h2 is HTTP/2 over TLS with h2load, p50/p99 from its per-request log; ratios are the proxy over Tandem, CPU is the proxy process only)"
   }' "$SUMMARY"
+if [[ "$PAIRED" == 1 && -s "$PAIRS" ]]; then
+  echo
+  printf "%-6s %-8s %12s %12s %12s %12s\n" "mode" "peer" "tandem µs" "peer µs" "cpu/tdm" "req/tdm"
+  for mode in $MODES; do
+    for peer in nginx haproxy; do
+      sel() { awk -v m="$mode" -v p="$peer" -v c="$1" '$1==m && $2==p {print $c}' "$PAIRS"; }
+      ratio_cpu=$(awk -v m="$mode" -v p="$peer" '$1==m && $2==p && $5>0 {print $6/$5}' "$PAIRS" | median)
+      ratio_req=$(awk -v m="$mode" -v p="$peer" '$1==m && $2==p && $3>0 {print $4/$3}' "$PAIRS" | median)
+      printf "%-6s %-8s %12s %12s %12.3f %12.3f\n" "$mode" "$peer" "$(sel 5 | median)" "$(sel 6 | median)" "$ratio_cpu" "$ratio_req"
+    done
+  done
+  echo "(paired: Tandem and the peer at the same time on the same core, each under its own load; medians of the per-pair ratios, peer over Tandem: cpu/tdm < 1 means the peer spends less CPU per request, req/tdm > 1 that it served more requests in the same seconds)"
+fi
