@@ -33,47 +33,14 @@ for t in wrk h2load nginx openssl taskset; do
 done
 
 ORIGIN=$BASE
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 1 \
-  -subj /CN=bench.tandem.test -addext subjectAltName=DNS:bench.tandem.test 2>/dev/null
-mkdir -p "$WORK/origin"
-cat > "$WORK/origin/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096; location / { return 200 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; } }
-}
-EOF
+# shellcheck source=bench/edge/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_cert "$WORK"
+origin_conf "$WORK" "$ORIGIN"
 taskset -c "$LOAD_CPU" nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
 
-edge_config() { # http_port https_port
-  cat <<EOF
-[regions.bench]
-[edge]
-access_log = false
-[edge.instances.bench]
-http = ["127.0.0.1:$1"]
-https = ["127.0.0.1:$2"]
-[[edge.certificates]]
-domains = ["bench.tandem.test"]
-cert = "$WORK/cert.pem"
-key = "$WORK/key.pem"
-[edge.routes.all]
-domains = ["*"]
-http = "serve"
-group = "origin"
-[edge.groups.origin]
-[[edge.groups.origin.origins]]
-name = "origin"
-address = "127.0.0.1:$ORIGIN"
-EOF
-}
-edge_config $((BASE + 1)) $((BASE + 2)) > "$WORK/a.toml"
-edge_config $((BASE + 11)) $((BASE + 12)) > "$WORK/b.toml"
+tandem_toml "$WORK" $((BASE + 1)) $((BASE + 2)) "$ORIGIN" > "$WORK/a.toml"
+tandem_toml "$WORK" $((BASE + 11)) $((BASE + 12)) "$ORIGIN" > "$WORK/b.toml"
 
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 load() { # port seconds outfile

@@ -46,6 +46,8 @@ MODES=${MODES:-"plain tls h2"}
 PAIRED=${PAIRED:-1}
 BASE=${BASE_PORT:-18000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=bench/edge/lib.sh
+. "$ROOT/bench/edge/lib.sh"
 WORK=$(mktemp -d /tmp/tandem-edge-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -96,56 +98,14 @@ if [[ "$H1SPIKE" == 1 && -z "${H1SPIKE_BIN:-}" ]]; then
 fi
 [[ "$H1SPIKE" == 1 ]] && PROXIES="$PROXIES h1spike"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=bench.tandem.test -addext subjectAltName=DNS:bench.tandem.test \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/haproxy.pem"
+bench_cert "$WORK"
 
 # --- origin --------------------------------------------------------------------------------
-mkdir -p "$WORK/origin"
-cat > "$WORK/origin/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$ORIGIN reuseport backlog=4096;
-    location / { default_type text/plain; return 200 "0123456789012345678901234567890123456789012345678901234567890123"; }
-  }
-}
-EOF
+origin_conf "$WORK" "$ORIGIN"
 taskset -c "$LOAD_CPU" nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
 
 # --- tandem ---------------------------------------------------------------------------------
-cat > "$WORK/tandem.toml" <<EOF
-[regions.bench]
-
-[edge]
-access_log = false
-
-[edge.instances.bench]
-https = ["127.0.0.1:$T_HTTPS"]
-http = ["127.0.0.1:$T_HTTP"]
-
-[[edge.certificates]]
-domains = ["bench.tandem.test"]
-cert = "$WORK/cert.pem"
-key = "$WORK/key.pem"
-
-[edge.routes.all]
-domains = ["*"]
-http = "serve"
-group = "origin"
-
-[edge.groups.origin]
-[[edge.groups.origin.origins]]
-name = "origin"
-address = "127.0.0.1:$ORIGIN"
-EOF
+tandem_toml "$WORK" "$T_HTTP" "$T_HTTPS" "$ORIGIN" > "$WORK/tandem.toml"
 taskset -c "$PROXY_CPU" "$TANDEM_BIN" --log error edge -c "$WORK/tandem.toml" --region bench --threads "$THREADS" \
   --admin "127.0.0.1:$T_ADMIN" --access-log off & PID_tandem=$!; PIDS+=($PID_tandem)
 

@@ -1,0 +1,59 @@
+# Shared by bench/edge/run.sh and bench/edge/ab.sh (sourced): the certificate, the origin
+# and Tandem's edge config, so both scripts measure the same setup.
+
+# bench_cert WORK: an EC certificate for bench.tandem.test in WORK/{cert,key,haproxy}.pem.
+bench_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=bench.tandem.test -addext subjectAltName=DNS:bench.tandem.test \
+    -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+  cat "$1/cert.pem" "$1/key.pem" > "$1/haproxy.pem"
+}
+
+# origin_conf WORK PORT: the origin, an nginx answering 64 bytes to everything, in WORK/origin.
+origin_conf() {
+  mkdir -p "$1/origin"
+  cat > "$1/origin/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $1/origin/nginx.pid;
+error_log $1/origin/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$2 reuseport backlog=4096;
+    location / { default_type text/plain; return 200 "0123456789012345678901234567890123456789012345678901234567890123"; }
+  }
+}
+EOF
+}
+
+# tandem_toml WORK HTTP_PORT HTTPS_PORT ORIGIN_PORT: one region, one route to the origin.
+tandem_toml() {
+  cat <<EOF
+[regions.bench]
+
+[edge]
+access_log = false
+
+[edge.instances.bench]
+https = ["127.0.0.1:$3"]
+http = ["127.0.0.1:$2"]
+
+[[edge.certificates]]
+domains = ["bench.tandem.test"]
+cert = "$1/cert.pem"
+key = "$1/key.pem"
+
+[edge.routes.all]
+domains = ["*"]
+http = "serve"
+group = "origin"
+
+[edge.groups.origin]
+[[edge.groups.origin.origins]]
+name = "origin"
+address = "127.0.0.1:$4"
+EOF
+}
