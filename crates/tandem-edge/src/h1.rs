@@ -397,9 +397,8 @@ pub enum ResponseFraming {
     None,
     /// Exactly this many bytes.
     Length(u64),
-    /// Chunked; trailer fields are sent only if the head declared them in `Trailer`
-    /// (as hyper does), and these are their names.
-    Chunked(Vec<HeaderName>),
+    /// Chunked.
+    Chunked,
 }
 
 /// What the response head says about the connection and the body.
@@ -445,7 +444,6 @@ pub fn encode_response_head(
     let mut last = !keep_alive;
     let mut wrote_close = false;
     let mut wrote_date = false;
-    let mut trailers: Vec<HeaderName> = Vec::new();
     for (name, value) in &parts.headers {
         if *name == header::TRANSFER_ENCODING {
             continue;
@@ -478,9 +476,6 @@ pub fn encode_response_head(
             wrote_close |= close;
         } else if *name == header::DATE {
             wrote_date = true;
-        } else if *name == header::TRAILER && can_body {
-            let names = value.as_bytes().split(|b| *b == b',');
-            trailers.extend(names.filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok()));
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -512,7 +507,7 @@ pub fn encode_response_head(
             }
             None if can_body => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                ResponseFraming::Chunked(trailers)
+                ResponseFraming::Chunked
             }
             None => ResponseFraming::None,
         },
@@ -1074,7 +1069,7 @@ mod tests {
         assert_eq!(r.unwrap().framing, ResponseFraming::Length(7));
         let (h, r) = response(
             200,
-            &[d[0], ("transfer-encoding", "gzip"), ("trailer", "x-sum")],
+            &[d[0], ("transfer-encoding", "gzip")],
             false,
             false,
             None,
@@ -1084,10 +1079,7 @@ mod tests {
             h.contains("transfer-encoding: chunked\r\n") && !h.contains("gzip"),
             "{h}"
         );
-        assert_eq!(
-            r.unwrap().framing,
-            ResponseFraming::Chunked(vec![HeaderName::from_static("x-sum")])
-        );
+        assert_eq!(r.unwrap().framing, ResponseFraming::Chunked);
         // Empty: `content-length: 0`, and a stale length field goes.
         let (h, r) = response(
             200,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, Method, Request};
+use http::{Method, Request};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
@@ -146,12 +146,11 @@ async fn write_body<S: AsyncWrite + Unpin>(
     body: &mut BoxBody,
     framing: ResponseFraming,
 ) -> Result<(), WriteError> {
-    let (mut left, trailer_names) = match framing {
+    let mut left = match framing {
         ResponseFraming::None => return flush(io, wbuf).await,
-        ResponseFraming::Length(n) => (Some(n), Vec::new()),
-        ResponseFraming::Chunked(names) => (None, names),
+        ResponseFraming::Length(n) => Some(n),
+        ResponseFraming::Chunked => None,
     };
-    let mut trailers: Option<HeaderMap> = None;
     if !body.is_end_stream() {
         loop {
             // Poll once; when the body has nothing yet, send what is waiting before sleeping.
@@ -169,8 +168,10 @@ async fn write_body<S: AsyncWrite + Unpin>(
                 Some(Err(e)) => return Err(WriteError::Body(e)),
                 Some(Ok(f)) => f,
             };
-            match frame.into_data() {
-                Ok(data) => match &mut left {
+            // Trailer fields are not passed on: the proxy treats `Trailer` as hop-by-hop, and
+            // without it a client need not expect them (hyper's server drops them too).
+            if let Ok(data) = frame.into_data() {
+                match &mut left {
                     Some(n) => {
                         *n = n
                             .checked_sub(data.len() as u64)
@@ -178,11 +179,6 @@ async fn write_body<S: AsyncWrite + Unpin>(
                         put(io, wbuf, data, false).await?;
                     }
                     None => put(io, wbuf, data, true).await?,
-                },
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        trailers = Some(t);
-                    }
                 }
             }
             if body.is_end_stream() {
@@ -193,32 +189,9 @@ async fn write_body<S: AsyncWrite + Unpin>(
     match left {
         Some(0) => {}
         Some(_) => return Err(WriteError::TooShort),
-        None => {
-            let sent = trailers.map(|mut t| {
-                t.retain_names(&trailer_names);
-                t
-            });
-            h1::encode_last_chunk(wbuf, sent.as_ref().filter(|t| !t.is_empty()));
-        }
+        None => h1::encode_last_chunk(wbuf, None),
     }
     flush(io, wbuf).await
-}
-
-/// Keep only the fields named in `names` (a response's `Trailer` declaration).
-trait RetainNames {
-    fn retain_names(&mut self, names: &[HeaderName]);
-}
-
-impl RetainNames for HeaderMap {
-    fn retain_names(&mut self, names: &[HeaderName]) {
-        let mut kept = HeaderMap::new();
-        for name in names {
-            for v in self.get_all(name) {
-                kept.append(name.clone(), v.clone());
-            }
-        }
-        *self = kept;
-    }
 }
 
 /// Queue `data` (as one chunk when `chunked`), writing it from its own buffer when large.
