@@ -164,6 +164,13 @@ pub enum Parsed {
     Head(ResponseHead),
 }
 
+/// Room left in a parsed request's header map for the fields the proxy adds (`Host`,
+/// `X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`, the request id), so adding them does not
+/// grow (reallocate and rehash) the map.
+const REQUEST_FIELDS_ADDED: usize = 6;
+/// The same for a response (the request id, `Strict-Transport-Security`, an affinity cookie).
+const RESPONSE_FIELDS_ADDED: usize = 3;
+
 /// Parse a response head at the start of `buf`; a whole head (interim or final) is removed
 /// from `buf`. `head_request`: the request was HEAD (no body, whatever the fields say).
 pub fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, ProtocolError> {
@@ -217,7 +224,7 @@ pub fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, 
         spans.push((name, start, start + h.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + RESPONSE_FIELDS_ADDED);
     for (name, start, end) in spans {
         let v = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| ProtocolError("response header value is not valid"))?;
@@ -366,7 +373,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_headers: usize) ->
     let head = buf.split_to(len).freeze();
     let built = (|| {
         let uri = http::Uri::from_maybe_shared(head.slice(path_span)).ok()?;
-        let mut headers = HeaderMap::with_capacity(n);
+        let mut headers = HeaderMap::with_capacity(n + REQUEST_FIELDS_ADDED);
         for &[ns, ne, vs, ve] in &spans[..n] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize));

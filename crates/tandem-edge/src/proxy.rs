@@ -26,6 +26,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
+use smallvec::SmallVec;
 use tandem_config::edge::HttpMode;
 
 use crate::access_log::{AccessEntry, rfc3339};
@@ -310,6 +311,9 @@ async fn proxy(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    // Room for the fields added below (hyper's HTTP/2 server sizes the map to what came in;
+    // growing it means reallocating and rehashing it, once per added field past its room).
+    parts.headers.reserve(6);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     // hyper already answered `100 Continue` to the client when the body was first read; the
     // origin gets the body without waiting for its own 100.
@@ -343,7 +347,7 @@ async fn proxy(
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
     let replay = ReplayBody::new(client_body, limits.retry_buffer_bytes);
-    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     // Every attempt goes to a different origin: a group of one never needs a second attempt
     // (and its request headers need no copy for one).
     let max_attempts = (group.retries as usize + 1).min(group.origins.len().max(1));
