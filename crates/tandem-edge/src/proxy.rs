@@ -130,10 +130,13 @@ pub(crate) async fn handle(
         error: None,
         rules: Vec::new(),
     };
-    // The request's big state (origin connect, TLS, retries) lives in a box of its own: the
-    // future hyper holds and moves (into a task per HTTP/2 stream, into its slot per HTTP/1
-    // request) stays a few hundred bytes.
-    let resp = match Box::pin(proxy(&inner, &snap, &mut ctx, req)).await {
+    // The request's big state (origin exchange, retries, TLS to the origin) lives in a box of
+    // its own: the future hyper holds and moves (into a task per HTTP/2 stream, between that
+    // task's states) stays about a kilobyte. The box is allocated before the future is made,
+    // so the future is built in place instead of on the stack and then copied (3 KB) into it
+    // (1-2% of the CPU per request). One box for the whole handler measured no better.
+    let fut = Box::write(Box::new_uninit(), proxy(&inner, &snap, &mut ctx, req));
+    let resp = match Box::into_pin(fut).await {
         Ok(r) => r,
         Err((status, why)) => {
             ctx.error = Some(why.to_string());
