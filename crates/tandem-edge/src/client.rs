@@ -534,7 +534,8 @@ impl OriginClient {
         None
     }
 
-    /// Send `req` to the origin of `pool` and wait for the response head. The connection
+    /// Send `req`, with `added`'s `Host` and fields, to the origin of `pool` and wait for the
+    /// response head. The connection
     /// travels with the response body ([`PooledBody`]) and returns to the pool when the body
     /// has ended. An upgrade (WebSocket) goes over a fresh connection through hyper's client,
     /// whose connection moves to a task of its own so that `hyper::upgrade::on` works.
@@ -545,11 +546,20 @@ impl OriginClient {
     pub async fn send(
         &self,
         pool: &Arc<OriginPool>,
-        req: Request<BoxBody>,
+        mut req: Request<BoxBody>,
+        added: h1::Added<'_>,
         upgrade: bool,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Result<Response<PooledBody>, OriginError> {
         if upgrade {
+            // hyper's client writes the head: the added fields go into the request's map.
+            let h = req.headers_mut();
+            if let Some(host) = added.host {
+                h.insert(http::header::HOST, host.clone());
+            }
+            for (name, value) in added.fields {
+                h.insert(name.clone(), value.clone());
+            }
             return Box::pin(self.send_upgrade(pool, req, tracker)).await;
         }
         let (parts, body) = req.into_parts();
@@ -582,6 +592,7 @@ impl OriginClient {
                 &parts.method,
                 pq,
                 &parts.headers,
+                added,
                 empty,
                 body.size_hint().exact(),
             ) {

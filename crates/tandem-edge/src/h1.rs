@@ -46,6 +46,16 @@ pub enum RequestFraming {
     Chunked,
 }
 
+/// What the proxy adds to a request's head for the origin, next to the request's own fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Added<'a> {
+    /// `Host`, written first (RFC 9112 §3.2).
+    pub host: Option<&'a HeaderValue>,
+    /// Written after the request's own fields (forwarding fields, the request id); never
+    /// framing fields.
+    pub fields: &'a [(HeaderName, HeaderValue)],
+}
+
 /// Write the request head into `out`, choosing the body's framing: the request's own
 /// `Content-Length` when it has one, else the body's exact size when known, else chunked.
 /// Methods that carry a payload get `Content-Length: 0` when the body is empty (as nginx and
@@ -56,6 +66,7 @@ pub fn encode_request_head(
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
+    added: Added<'_>,
     body_empty: bool,
     body_len: Option<u64>,
 ) -> Result<RequestFraming, ProtocolError> {
@@ -63,6 +74,11 @@ pub fn encode_request_head(
     out.push(b' ');
     out.extend_from_slice(path_and_query.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(h) = added.host {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     let mut declared: Option<u64> = None;
     for (name, value) in headers {
         if name == header::TRANSFER_ENCODING || name == header::TE {
@@ -81,6 +97,12 @@ pub fn encode_request_head(
             }
             declared = Some(n);
         }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in added.fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -756,6 +778,37 @@ mod tests {
     }
 
     #[test]
+    fn request_head_puts_host_first_and_added_fields_last() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        let host = HeaderValue::from_static("origin.test:8080");
+        let fields = [
+            (
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static("https"),
+            ),
+            (
+                HeaderName::from_static("x-request-id"),
+                HeaderValue::from_static("abc"),
+            ),
+        ];
+        let added = Added {
+            host: Some(&host),
+            fields: &fields,
+        };
+        let mut out = Vec::new();
+        let f = encode_request_head(&mut out, &Method::POST, "/p", &h, added, false, None)
+            .expect("head");
+        assert_eq!(f, RequestFraming::Length(3));
+        assert_eq!(
+            std::str::from_utf8(&out).expect("ascii"),
+            "POST /p HTTP/1.1\r\nhost: origin.test:8080\r\naccept: */*\r\ncontent-length: 3\r\n\
+             x-forwarded-proto: https\r\nx-request-id: abc\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn request_head_framing() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("o.test"));
@@ -764,22 +817,58 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         let mut out = Vec::new();
-        let f = encode_request_head(&mut out, &Method::GET, "/a?b", &h, true, Some(0)).unwrap();
+        let f = encode_request_head(
+            &mut out,
+            &Method::GET,
+            "/a?b",
+            &h,
+            Added::default(),
+            true,
+            Some(0),
+        )
+        .unwrap();
         assert_eq!(f, RequestFraming::None);
         assert_eq!(out, b"GET /a?b HTTP/1.1\r\nhost: o.test\r\n\r\n");
 
         out.clear();
-        let f = encode_request_head(&mut out, &Method::POST, "/", &h, true, Some(0)).unwrap();
+        let f = encode_request_head(
+            &mut out,
+            &Method::POST,
+            "/",
+            &h,
+            Added::default(),
+            true,
+            Some(0),
+        )
+        .unwrap();
         assert_eq!(f, RequestFraming::None);
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
 
         out.clear();
-        let f = encode_request_head(&mut out, &Method::PUT, "/", &h, false, Some(5)).unwrap();
+        let f = encode_request_head(
+            &mut out,
+            &Method::PUT,
+            "/",
+            &h,
+            Added::default(),
+            false,
+            Some(5),
+        )
+        .unwrap();
         assert_eq!(f, RequestFraming::Length(5));
         assert!(out.ends_with(b"content-length: 5\r\n\r\n"));
 
         out.clear();
-        let f = encode_request_head(&mut out, &Method::POST, "/", &h, false, None).unwrap();
+        let f = encode_request_head(
+            &mut out,
+            &Method::POST,
+            "/",
+            &h,
+            Added::default(),
+            false,
+            None,
+        )
+        .unwrap();
         assert_eq!(f, RequestFraming::Chunked);
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
         assert_eq!(
@@ -791,10 +880,30 @@ mod tests {
 
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
         out.clear();
-        let f = encode_request_head(&mut out, &Method::POST, "/", &h, false, None).unwrap();
+        let f = encode_request_head(
+            &mut out,
+            &Method::POST,
+            "/",
+            &h,
+            Added::default(),
+            false,
+            None,
+        )
+        .unwrap();
         assert_eq!(f, RequestFraming::Length(7));
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("8"));
-        assert!(encode_request_head(&mut out, &Method::POST, "/", &h, false, None).is_err());
+        assert!(
+            encode_request_head(
+                &mut out,
+                &Method::POST,
+                "/",
+                &h,
+                Added::default(),
+                false,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 /// Headers that describe one connection and never cross a proxy (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -219,24 +220,50 @@ impl ClientNode {
     }
 }
 
+/// Fields the proxy adds to the request it sends to an origin. They go straight into the
+/// origin request's head after the request's own fields instead of into its header map,
+/// which on a request with few fields (the usual HTTP/2 request, whose map h2 sizes to what
+/// arrived) would have to grow: reallocate and rehash.
+pub type AddedFields = SmallVec<[(HeaderName, HeaderValue); 6]>;
+
+/// Set `name` to `value` in the origin's request: the client's own values of it are dropped.
+pub fn set_added(
+    headers: &mut HeaderMap,
+    added: &mut AddedFields,
+    name: HeaderName,
+    value: HeaderValue,
+) {
+    headers.remove(&name);
+    added.push((name, value));
+}
+
 /// Append the client to `X-Forwarded-For` and `Forwarded`, and set `X-Forwarded-Proto` and
-/// `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientNode, scheme: &str, host: &str) {
-    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+/// `X-Forwarded-Host`: the client's values are taken out of `headers`, the new ones go to
+/// `added`.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    added: &mut AddedFields,
+    client: &ClientNode,
+    scheme: &str,
+    host: &str,
+) {
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => {
             let mut xff = String::with_capacity(prev.len() + 2 + client.ip.len());
             xff.push_str(prev);
             xff.push_str(", ");
             xff.push_str(client.ip.to_str().unwrap_or(""));
-            if let Ok(v) = HeaderValue::from_str(&xff) {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
+            HeaderValue::from_str(&xff).ok()
         }
-        _ => {
-            headers.insert(X_FORWARDED_FOR, client.ip.clone());
-        }
+        _ => Some(client.ip.clone()),
+    };
+    // A list that could not be extended (not visible text) is passed on as it came.
+    if let Some(v) = xff {
+        set_added(headers, added, X_FORWARDED_FOR, v);
     }
-    headers.insert(
+    set_added(
+        headers,
+        added,
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
@@ -246,41 +273,41 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientNode, scheme: &str,
         .filter(|p| !p.trim().is_empty());
     // Without an earlier `Forwarded`, both values depend only on the connection and the
     // host: the connection keeps the last pair (a keep-alive connection asks for one host).
-    if prev.is_none() {
-        let mut last = client.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = last
-            .as_ref()
-            .filter(|f| &*f.host == host && f.scheme == scheme)
-        {
-            if let Some(h) = &f.x_forwarded_host {
-                headers.insert(X_FORWARDED_HOST, h.clone());
+    let (x_forwarded_host, forwarded) = match prev {
+        None => {
+            let mut last = client.last.lock().unwrap_or_else(|e| e.into_inner());
+            match last
+                .as_ref()
+                .filter(|f| &*f.host == host && f.scheme == scheme)
+            {
+                Some(f) => (f.x_forwarded_host.clone(), f.forwarded.clone()),
+                None => {
+                    let f = HostForwarding {
+                        host: host.into(),
+                        scheme: if scheme == "https" { "https" } else { "http" },
+                        x_forwarded_host: HeaderValue::from_str(host).ok(),
+                        forwarded: forwarded_value(None, client, scheme, host),
+                    };
+                    let values = (f.x_forwarded_host.clone(), f.forwarded.clone());
+                    *last = Some(f);
+                    values
+                }
             }
-            if let Some(v) = &f.forwarded {
-                headers.insert(header::FORWARDED, v.clone());
-            }
-            return;
         }
-        let f = HostForwarding {
-            host: host.into(),
-            scheme: if scheme == "https" { "https" } else { "http" },
-            x_forwarded_host: HeaderValue::from_str(host).ok(),
-            forwarded: forwarded_value(None, client, scheme, host),
-        };
-        if let Some(h) = &f.x_forwarded_host {
-            headers.insert(X_FORWARDED_HOST, h.clone());
+        Some(prev) => (
+            HeaderValue::from_str(host).ok(),
+            forwarded_value(Some(prev), client, scheme, host),
+        ),
+    };
+    match x_forwarded_host {
+        Some(v) => set_added(headers, added, X_FORWARDED_HOST, v),
+        // Not a valid field value: the client's own value is not passed on either.
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
         }
-        if let Some(v) = &f.forwarded {
-            headers.insert(header::FORWARDED, v.clone());
-        }
-        *last = Some(f);
-        return;
-    }
-    let forwarded = forwarded_value(prev, client, scheme, host);
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, v);
     }
     if let Some(v) = forwarded {
-        headers.insert(header::FORWARDED, v);
+        set_added(headers, added, header::FORWARDED, v);
     }
 }
 
@@ -517,22 +544,46 @@ mod tests {
         assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_ok());
     }
 
+    /// The value `add_forwarded` gave `name`, and that the map no longer has its own.
+    fn added_value<'a>(h: &HeaderMap, added: &'a AddedFields, name: &str) -> &'a HeaderValue {
+        assert!(!h.contains_key(name), "{name} left in the map");
+        let mut it = added.iter().filter(|(n, _)| n == name);
+        let (_, v) = it.next().unwrap_or_else(|| panic!("{name} not added"));
+        assert!(it.next().is_none(), "{name} added twice");
+        v
+    }
+
     #[test]
     fn forwarded_headers_append() {
-        let mut h = map(&[("x-forwarded-for", "192.0.2.1")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-proto", "ftp"),
+            ("x-forwarded-host", "spoofed.test"),
+            ("accept", "*/*"),
+        ]);
+        let mut added = AddedFields::new();
         add_forwarded(
             &mut h,
+            &mut added,
             &ClientNode::new("[2001:db8::5]:1234".parse().expect("addr")),
             "https",
             "app.example.com",
         );
-        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 2001:db8::5");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(
-            h["forwarded"],
+            added_value(&h, &added, "x-forwarded-for"),
+            "192.0.2.1, 2001:db8::5"
+        );
+        assert_eq!(added_value(&h, &added, "x-forwarded-proto"), "https");
+        assert_eq!(
+            added_value(&h, &added, "x-forwarded-host"),
+            "app.example.com"
+        );
+        assert_eq!(
+            added_value(&h, &added, "forwarded"),
             "for=\"[2001:db8::5]\";host=app.example.com;proto=https"
         );
+        assert_eq!(added.len(), 4);
+        assert_eq!(h["accept"], "*/*");
         // One connection, requests for different hosts and with an earlier Forwarded: the
         // per-connection values follow the host and never hide an earlier hop.
         let node = ClientNode::new("192.0.2.9:1".parse().expect("addr"));
@@ -548,9 +599,11 @@ mod tests {
             ("a.test", None, "for=192.0.2.9;host=a.test;proto=http"),
         ] {
             let mut h = map(&prev.map(|p| vec![("forwarded", p)]).unwrap_or_default());
-            add_forwarded(&mut h, &node, "http", host);
-            assert_eq!(h["forwarded"], want);
-            assert_eq!(h["x-forwarded-host"], host);
+            let mut added = AddedFields::new();
+            add_forwarded(&mut h, &mut added, &node, "http", host);
+            assert_eq!(added_value(&h, &added, "forwarded"), want);
+            assert_eq!(added_value(&h, &added, "x-forwarded-host"), host);
+            assert_eq!(added_value(&h, &added, "x-forwarded-for"), "192.0.2.9");
         }
     }
 

@@ -36,6 +36,7 @@ use crate::body::{
 };
 use crate::client::{OriginError, PooledBody};
 use crate::error::{ProxyError, ProxyErrorKind, Source};
+use crate::h1;
 use crate::headers;
 use crate::inspect::{RequestHead, Transaction, Verdict};
 use crate::rules::{RuleOutcome, RuleRequest};
@@ -314,22 +315,27 @@ async fn proxy(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    // Room for the fields added below (hyper's HTTP/2 server sizes the map to what came in;
-    // growing it means reallocating and rehashing it, once per added field past its room).
-    parts.headers.reserve(6);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     // hyper already answered `100 Continue` to the client when the body was first read; the
     // origin gets the body without waiting for its own 100.
     parts.headers.remove(header::EXPECT);
+    // Every attempt sets `Host` (below); the fields the proxy adds go next to the request's
+    // own in the origin's head, not into its map (`headers::AddedFields`).
+    parts.headers.remove(header::HOST);
+    let mut added = headers::AddedFields::new();
     headers::add_forwarded(
         &mut parts.headers,
+        &mut added,
         &ctx.info.node,
         ctx.info.scheme.as_str(),
         &ctx.host,
     );
-    parts
-        .headers
-        .insert(snap.request_id_header.clone(), ctx.request_id.clone());
+    headers::set_added(
+        &mut parts.headers,
+        &mut added,
+        snap.request_id_header.clone(),
+        ctx.request_id.clone(),
+    );
     let path_and_query = match rewritten_pq {
         Some(pq) => PathAndQuery::from_maybe_shared(Bytes::from(pq))
             .map_err(|_| (StatusCode::BAD_REQUEST, "request path is not valid"))?,
@@ -395,7 +401,7 @@ async fn proxy(
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         // The last possible attempt takes the headers; earlier ones keep them for a retry.
-        let mut h = if tried.len() >= max_attempts {
+        *up.headers_mut() = if tried.len() >= max_attempts {
             std::mem::take(&mut parts.headers)
         } else {
             parts.headers.clone()
@@ -405,18 +411,21 @@ async fn proxy(
             .clone()
             .or_else(|| client_host_header.clone())
             .or_else(|| HeaderValue::from_str(&authority_host(&ctx.host)).ok());
-        if let Some(hv) = host_value {
-            h.insert(header::HOST, hv);
-        }
-        *up.headers_mut() = h;
 
         origin.health.requests.fetch_add(1, Ordering::Relaxed);
         origin.health.in_flight.fetch_add(1, Ordering::Relaxed);
         // Only the access log reads the origin's latency.
         let sent_at = snap.cfg.access_log.then(Instant::now);
-        let send = inner
-            .client
-            .send(&origin.pool, up, client_upgrade.is_some(), &inner.tracker);
+        let send = inner.client.send(
+            &origin.pool,
+            up,
+            h1::Added {
+                host: host_value.as_ref(),
+                fields: &added,
+            },
+            client_upgrade.is_some(),
+            &inner.tracker,
+        );
         let first_byte = snap.cfg.timeouts.first_byte;
         let result = if ctx.version == Version::HTTP_2 {
             tokio::time::timeout(first_byte, send).await.ok()

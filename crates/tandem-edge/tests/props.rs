@@ -50,12 +50,20 @@ proptest! {
         let _ = headers::is_upgrade(&h);
         let uri: http::Uri = "/".parse().unwrap();
         if let Some(host) = headers::request_host(&uri, &h) {
+            let mut added = headers::AddedFields::new();
             headers::add_forwarded(
                 &mut h,
+                &mut added,
                 &headers::ClientNode::new("[::1]:9".parse().unwrap()),
                 "https",
                 &host,
             );
+            // What is added replaces the client's own values, once each.
+            for (i, (name, _)) in added.iter().enumerate() {
+                prop_assert!(!h.contains_key(name));
+                prop_assert!(added[i + 1..].iter().all(|(n, _)| n != name));
+            }
+            prop_assert!(added.iter().any(|(n, v)| n == "x-forwarded-proto" && v == "https"));
         }
         let _ = headers::cookie(&h, &cookie_name);
         let _ = headers::query_param(&path, &cookie_name);

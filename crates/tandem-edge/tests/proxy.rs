@@ -79,16 +79,38 @@ async fn https_h2_and_http1_reach_the_origin_with_forwarding_headers() {
         .get(edge.url("app.example.com", "/"))
         .header("connection", "x-private")
         .header("x-private", "secret")
+        .header("x-forwarded-proto", "ftp")
+        .header("x-forwarded-host", "evil.test")
+        .header("x-request-id", "chosen-by-the-client")
         .send()
         .await
         .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let j = json(r).await;
     assert_eq!(
         header(&j, "x-private"),
         None,
         "Connection-named headers are hop-by-hop"
     );
+    // The edge's own values replace what the client sent, once each, and Host comes first.
+    let fields = j["headers"].as_array().expect("headers");
+    let count = |name: &str| fields.iter().filter(|h| h[0] == name).count();
+    for name in [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "x-request-id",
+    ] {
+        assert_eq!(count(name), 1, "{name} in {fields:?}");
+    }
+    assert_eq!(fields[0][0], "host");
+    assert_eq!(header(&j, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&j, "x-forwarded-host"), Some("app.example.com"));
+    assert_eq!(header(&j, "x-request-id"), Some(rid.as_str()));
+    assert_ne!(rid, "chosen-by-the-client");
     edge.stop().await;
 }
 
