@@ -24,8 +24,9 @@
 #   Requests per second and latency do, so they swing with the machine's load.
 # - paired runs (PAIRED=1, the default): Tandem and one peer at the same time, both on
 #   PROXY_CPU, each under its own load generator, so that whatever else the machine does hits
-#   both alike; they share the core, and the ratios of their CPU time per request and of the
-#   requests each served in the same seconds are the steadiest comparison this machine gives.
+#   both alike; they share the core, and the ratios of their CPU time per request, of the
+#   requests each served in the same seconds and of their p99 latencies under the same
+#   conditions are the steadiest comparison this machine gives.
 #
 # Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), haproxy, openssl,
 # util-linux (taskset); cmake and a Rust toolchain for the Pingora spike
@@ -262,7 +263,9 @@ done
 load_run() {
   local mode=$1 url=$2 secs=$3 outf=$4
   if [[ "$mode" == h2 ]]; then
-    on_load h2load -D "$secs" -c "$CONNS" -m "$H2_STREAMS" -t 1 "$url" >"$outf" 2>&1 || true
+    local log=()
+    [[ "$outf" != /dev/null ]] && log=(--log-file="$outf.log")
+    on_load h2load -D "$secs" -c "$CONNS" -m "$H2_STREAMS" -t 1 "${log[@]}" "$url" >"$outf" 2>&1 || true
   else
     on_load wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: bench.tandem.test" "$url" >"$outf" 2>&1 || true
   fi
@@ -270,10 +273,18 @@ load_run() {
 reqs_of() { # mode outfile
   if [[ "$1" == h2 ]]; then awk '/^requests:/ {print $8}' "$2"; else awk '/requests in/ {print $1}' "$2"; fi
 }
+p99_of() { # mode outfile: p99 latency in ms (h2load's per-request log for h2)
+  if [[ "$1" == h2 ]]; then
+    awk -F'\t' '$2 < 400 {print $3}' "$2.log" | sort -n |
+      awk '{a[NR]=$1} END { if (NR==0) print "nan"; else printf "%.2f\n", a[int(NR*0.99)+1]/1000 }'
+  else
+    to_ms "$(awk '$1=="99%" {print $2}' "$2")"
+  fi
+}
 PAIRS="$WORK/pairs"
 : > "$PAIRS"
 # measure_pair rep mode peer: Tandem and peer under load at the same time; appends
-# "mode peer tandem_reqs peer_reqs tandem_cpu_us peer_cpu_us".
+# "mode peer tandem_reqs peer_reqs tandem_cpu_us peer_cpu_us tandem_p99_ms peer_p99_ms".
 measure_pair() {
   local rep=$1 mode=$2 peer=$3
   local tu pu; tu=$(url_of tandem "$mode"); pu=$(url_of "$peer" "$mode")
@@ -287,11 +298,12 @@ measure_pair() {
   load_run "$mode" "$pu" "$DURATION" "$WORK/pair-p"; wait "$lp"
   t1=$(cpu_ticks "$PID_tandem"); p1=$(cpu_ticks "$ppid")
   local tn pn; tn=$(reqs_of "$mode" "$WORK/pair-t"); pn=$(reqs_of "$mode" "$WORK/pair-p")
-  awk -v m="$mode" -v p="$peer" -v tn="${tn:-0}" -v pn="${pn:-0}" -v t0="$t0" -v t1="$t1" -v p0="$p0" -v p1="$p1" -v hz="$HZ" -v rep="$rep" '
+  local tq pq; tq=$(p99_of "$mode" "$WORK/pair-t"); pq=$(p99_of "$mode" "$WORK/pair-p")
+  awk -v m="$mode" -v p="$peer" -v tn="${tn:-0}" -v pn="${pn:-0}" -v t0="$t0" -v t1="$t1" -v p0="$p0" -v p1="$p1" -v hz="$HZ" -v rep="$rep" -v tq="${tq:-nan}" -v pq="${pq:-nan}" '
     BEGIN { if (tn>0 && pn>0) {
       tc=(t1-t0)/hz*1e6/tn; pc=(p1-p0)/hz*1e6/pn;
-      printf "%s %s %d %d %.2f %.2f\n", m, p, tn, pn, tc, pc
-      printf "  pair %s %s: tandem %d req %.2f µs/req, %s %d req %.2f µs/req\n", rep, m, tn, tc, p, pn, pc > "/dev/stderr" } }' >> "$PAIRS"
+      printf "%s %s %d %d %.2f %.2f %s %s\n", m, p, tn, pn, tc, pc, tq, pq
+      printf "  pair %s %s: tandem %d req %.2f µs/req p99 %s ms, %s %d req %.2f µs/req p99 %s ms\n", rep, m, tn, tc, tq, p, pn, pc, pq > "/dev/stderr" } }' >> "$PAIRS"
 }
 if [[ "$PAIRED" == 1 ]]; then
   for rep in $(seq "$REPS"); do
@@ -333,14 +345,15 @@ awk '
   }' "$SUMMARY"
 if [[ "$PAIRED" == 1 && -s "$PAIRS" ]]; then
   echo
-  printf "%-6s %-8s %12s %12s %12s %12s\n" "mode" "peer" "tandem µs" "peer µs" "cpu/tdm" "req/tdm"
+  printf "%-6s %-8s %12s %12s %12s %12s %12s %12s %12s\n" "mode" "peer" "tandem µs" "peer µs" "cpu/tdm" "req/tdm" "tandem p99" "peer p99" "p99/tdm"
   for mode in $MODES; do
     for peer in nginx haproxy; do
       sel() { awk -v m="$mode" -v p="$peer" -v c="$1" '$1==m && $2==p {print $c}' "$PAIRS"; }
       ratio_cpu=$(awk -v m="$mode" -v p="$peer" '$1==m && $2==p && $5>0 {print $6/$5}' "$PAIRS" | median)
       ratio_req=$(awk -v m="$mode" -v p="$peer" '$1==m && $2==p && $3>0 {print $4/$3}' "$PAIRS" | median)
-      printf "%-6s %-8s %12s %12s %12.3f %12.3f\n" "$mode" "$peer" "$(sel 5 | median)" "$(sel 6 | median)" "$ratio_cpu" "$ratio_req"
+      ratio_p99=$(awk -v m="$mode" -v p="$peer" '$1==m && $2==p && $7>0 {print $8/$7}' "$PAIRS" | median)
+      printf "%-6s %-8s %12s %12s %12.3f %12.3f %12s %12s %12.3f\n" "$mode" "$peer" "$(sel 5 | median)" "$(sel 6 | median)" "$ratio_cpu" "$ratio_req" "$(sel 7 | median)" "$(sel 8 | median)" "$ratio_p99"
     done
   done
-  echo "(paired: Tandem and the peer at the same time on the same core, each under its own load; medians of the per-pair ratios, peer over Tandem: cpu/tdm < 1 means the peer spends less CPU per request, req/tdm > 1 that it served more requests in the same seconds)"
+  echo "(paired: Tandem and the peer at the same time on the same core, each under its own load; medians of the per-pair ratios, peer over Tandem: cpu/tdm < 1 means the peer spends less CPU per request, req/tdm > 1 that it served more requests in the same seconds, p99/tdm < 1 that its p99 latency was lower)"
 fi
