@@ -46,6 +46,14 @@ pub enum RequestFraming {
     Chunked,
 }
 
+/// Append `name: value` and its line end.
+fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// What the proxy adds to a request's head for the origin, next to the request's own fields.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Added<'a> {
@@ -97,16 +105,10 @@ pub fn encode_request_head(
             }
             declared = Some(n);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_field(out, name, value);
     }
     for (name, value) in added.fields {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_field(out, name, value);
     }
     let framing = match declared {
         Some(n) => RequestFraming::Length(n),
@@ -186,11 +188,10 @@ pub enum Parsed {
     Head(ResponseHead),
 }
 
-/// Room left in a parsed request's header map for the fields the proxy adds (`Host`,
-/// `X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`, the request id), so adding them does not
-/// grow (reallocate and rehash) the map.
-const REQUEST_FIELDS_ADDED: usize = 6;
-/// The same for a response (the request id, `Strict-Transport-Security`, an affinity cookie).
+/// Room left in a parsed response's header map for the fields the edge adds (the request id,
+/// `Strict-Transport-Security`, an affinity cookie), so adding them does not grow
+/// (reallocate and rehash) the map. Requests need none: what the proxy adds to them goes
+/// into the origin's head, not the map ([`Added`]).
 const RESPONSE_FIELDS_ADDED: usize = 3;
 
 /// Parse a response head at the start of `buf`; a whole head (interim or final) is removed
@@ -395,7 +396,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_headers: usize) ->
     let head = buf.split_to(len).freeze();
     let built = (|| {
         let uri = http::Uri::from_maybe_shared(head.slice(path_span)).ok()?;
-        let mut headers = HeaderMap::with_capacity(n + REQUEST_FIELDS_ADDED);
+        let mut headers = HeaderMap::with_capacity(n);
         for &[ns, ne, vs, ve] in &spans[..n] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize));
@@ -506,10 +507,7 @@ pub fn encode_response_head(
         } else if *name == header::DATE {
             wrote_date = true;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_field(out, name, value);
     }
     if last && !wrote_close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -752,10 +750,7 @@ pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
 pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_field(out, name, value);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -810,6 +805,9 @@ mod tests {
 
     #[test]
     fn request_head_framing() {
+        let head = |out: &mut Vec<u8>, m: &Method, h: &HeaderMap, empty: bool, len: Option<u64>| {
+            encode_request_head(out, m, "/", h, Added::default(), empty, len)
+        };
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("o.test"));
         h.insert(
@@ -831,44 +829,17 @@ mod tests {
         assert_eq!(out, b"GET /a?b HTTP/1.1\r\nhost: o.test\r\n\r\n");
 
         out.clear();
-        let f = encode_request_head(
-            &mut out,
-            &Method::POST,
-            "/",
-            &h,
-            Added::default(),
-            true,
-            Some(0),
-        )
-        .unwrap();
+        let f = head(&mut out, &Method::POST, &h, true, Some(0)).unwrap();
         assert_eq!(f, RequestFraming::None);
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
 
         out.clear();
-        let f = encode_request_head(
-            &mut out,
-            &Method::PUT,
-            "/",
-            &h,
-            Added::default(),
-            false,
-            Some(5),
-        )
-        .unwrap();
+        let f = head(&mut out, &Method::PUT, &h, false, Some(5)).unwrap();
         assert_eq!(f, RequestFraming::Length(5));
         assert!(out.ends_with(b"content-length: 5\r\n\r\n"));
 
         out.clear();
-        let f = encode_request_head(
-            &mut out,
-            &Method::POST,
-            "/",
-            &h,
-            Added::default(),
-            false,
-            None,
-        )
-        .unwrap();
+        let f = head(&mut out, &Method::POST, &h, false, None).unwrap();
         assert_eq!(f, RequestFraming::Chunked);
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
         assert_eq!(
@@ -880,30 +851,10 @@ mod tests {
 
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
         out.clear();
-        let f = encode_request_head(
-            &mut out,
-            &Method::POST,
-            "/",
-            &h,
-            Added::default(),
-            false,
-            None,
-        )
-        .unwrap();
+        let f = head(&mut out, &Method::POST, &h, false, None).unwrap();
         assert_eq!(f, RequestFraming::Length(7));
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("8"));
-        assert!(
-            encode_request_head(
-                &mut out,
-                &Method::POST,
-                "/",
-                &h,
-                Added::default(),
-                false,
-                None
-            )
-            .is_err()
-        );
+        assert!(head(&mut out, &Method::POST, &h, false, None).is_err());
     }
 
     #[test]
