@@ -309,7 +309,10 @@ async fn proxy(
 
     // 5. upstream request head
     // HTTP/1.1 sends Host; HTTP/2 sends :authority, which becomes Host towards the origin.
-    let client_host_header = parts.headers.get(header::HOST).cloned().or_else(|| {
+    // Every attempt sets `Host` (below), so the client's leaves the map; the other fields the
+    // proxy adds go next to the request's own in the origin's head, not into its map
+    // (`headers::AddedFields`).
+    let client_host_header = parts.headers.remove(header::HOST).or_else(|| {
         parts
             .uri
             .authority()
@@ -319,9 +322,6 @@ async fn proxy(
     // hyper already answered `100 Continue` to the client when the body was first read; the
     // origin gets the body without waiting for its own 100.
     parts.headers.remove(header::EXPECT);
-    // Every attempt sets `Host` (below); the fields the proxy adds go next to the request's
-    // own in the origin's head, not into its map (`headers::AddedFields`).
-    parts.headers.remove(header::HOST);
     let mut added = headers::AddedFields::new();
     headers::add_forwarded(
         &mut parts.headers,
