@@ -26,6 +26,9 @@ pub struct Pattern {
 
 #[derive(Debug)]
 enum Kind {
+    /// `^.*$`: with `DOTALL` and `MULTILINE` it matches every value, and its match is the
+    /// whole value (CRS captures every header name this way in rule 920450).
+    Whole,
     Fast(regex::bytes::Regex),
     Backtrack(Box<fancy_regex::Regex>),
 }
@@ -37,6 +40,12 @@ pub struct LimitExceeded;
 impl Pattern {
     /// Compile a PCRE-style pattern.
     pub fn new(pattern: &str) -> Result<Pattern, String> {
+        if pattern == "^.*$" {
+            return Ok(Pattern {
+                source: pattern.to_string(),
+                kind: Kind::Whole,
+            });
+        }
         let translated = translate(pattern);
         let fast = regex::bytes::RegexBuilder::new(&translated)
             .unicode(false)
@@ -80,6 +89,7 @@ impl Pattern {
     /// Whether the pattern matches anywhere in `hay`.
     pub fn is_match(&self, hay: &[u8]) -> Result<bool, LimitExceeded> {
         match &self.kind {
+            Kind::Whole => Ok(true),
             Kind::Fast(re) => Ok(re.is_match(hay)),
             Kind::Backtrack(re) => re.is_match(&*latin1(hay)).map_err(|_| LimitExceeded),
         }
@@ -93,6 +103,10 @@ impl Pattern {
     ) -> Result<bool, LimitExceeded> {
         caps.clear();
         match &self.kind {
+            Kind::Whole => {
+                caps.push(Some(hay.to_vec()));
+                Ok(true)
+            }
             Kind::Fast(re) => {
                 // Most values do not match: decide with the DFA first, capture only on a hit.
                 if !re.is_match(hay) {

@@ -332,13 +332,38 @@ pub struct Required {
     pub bytes: ByteSet,
     /// Multi-byte literal ids, sorted.
     pub lits: Box<[u32]>,
+    /// The bit that a scan sets when it finds one of `lits` (see [`LiteralTable::scan`]);
+    /// rules with the same literal list share it. `None` when `lits` is empty.
+    pub bit: Option<u32>,
+}
+
+impl Required {
+    /// Whether a value scanned into `bytes` and `bits` may match.
+    #[inline]
+    pub fn may_match(&self, bytes: &ByteSet, bits: &[u64]) -> bool {
+        bytes_intersect(&self.bytes, bytes)
+            || self.bit.is_some_and(|b| {
+                bits.get(b as usize / 64)
+                    .is_some_and(|w| w & (1u64 << (b % 64)) != 0)
+            })
+    }
 }
 
 /// Every multi-byte literal of every rule, matched together in one pass.
+///
+/// A scan does not list the literals it found: each literal knows the bits of the literal
+/// lists (the rules' [`Required::bit`]) it belongs to, and a scan sets those, so that asking
+/// whether a rule may match is one bit test and merging the scans of many values is an OR
+/// of a few words.
 #[derive(Debug, Default)]
 pub struct LiteralTable {
     ac: Option<AhoCorasick>,
     len: usize,
+    /// For literal `i`, the bits `bits[starts[i]..starts[i + 1]]`.
+    starts: Box<[u32]>,
+    bits: Box<[u32]>,
+    /// Words in a scan's bit set.
+    words: usize,
 }
 
 /// Interns literals while rules are compiled, then builds the table.
@@ -346,6 +371,8 @@ pub struct LiteralTable {
 pub struct LiteralInterner {
     ids: std::collections::HashMap<Vec<u8>, u32>,
     lits: Vec<Vec<u8>>,
+    /// Distinct literal lists -> their bit.
+    lists: std::collections::HashMap<Box<[u32]>, u32>,
 }
 
 impl LiteralInterner {
@@ -370,6 +397,10 @@ impl LiteralInterner {
         lits.sort_unstable();
         lits.dedup();
         r.lits = lits.into_boxed_slice();
+        if !r.lits.is_empty() {
+            let next = self.lists.len() as u32;
+            r.bit = Some(*self.lists.entry(r.lits.clone()).or_insert(next));
+        }
         r
     }
 
@@ -384,9 +415,26 @@ impl LiteralInterner {
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&self.lits)
             .map_err(|e| format!("cannot build the literal prefilter: {e}"))?;
+        let mut of_lit: Vec<Vec<u32>> = vec![Vec::new(); self.lits.len()];
+        for (list, &bit) in &self.lists {
+            for &l in list.iter() {
+                of_lit[l as usize].push(bit);
+            }
+        }
+        let mut starts = Vec::with_capacity(of_lit.len() + 1);
+        let mut bits = Vec::new();
+        for mut b in of_lit {
+            b.sort_unstable();
+            starts.push(bits.len() as u32);
+            bits.extend(b);
+        }
+        starts.push(bits.len() as u32);
         Ok(LiteralTable {
             ac: Some(ac),
             len: self.lits.len(),
+            starts: starts.into_boxed_slice(),
+            bits: bits.into_boxed_slice(),
+            words: self.lists.len().div_ceil(64),
         })
     }
 }
@@ -410,9 +458,15 @@ impl LiteralTable {
         )
     }
 
-    /// Scan `hay`: returns which bytes occur, and appends to `lits` which multi-byte
-    /// literals do (sorted and deduplicated among themselves).
-    pub fn scan(&self, hay: &[u8], lits: &mut Vec<u32>) -> ByteSet {
+    /// Words in the bit set [`LiteralTable::scan`] fills.
+    pub fn words(&self) -> usize {
+        self.words
+    }
+
+    /// Scan `hay`: returns which bytes occur, and sets in `bits` (at least
+    /// [`LiteralTable::words`] long) the bit of every literal list one of whose literals
+    /// occurs.
+    pub fn scan(&self, hay: &[u8], bits: &mut [u64]) -> ByteSet {
         let mut bytes: ByteSet = [0; 4];
         for &b in hay {
             byte_set_add(&mut bytes, b);
@@ -420,42 +474,16 @@ impl LiteralTable {
         if let Some(ac) = &self.ac
             && hay.len() >= 2
         {
-            let from = lits.len();
             for m in ac.find_overlapping_iter(hay) {
-                lits.push(m.pattern().as_u32());
-            }
-            lits[from..].sort_unstable();
-            let mut w = from;
-            for r in from..lits.len() {
-                if w == from || lits[w - 1] != lits[r] {
-                    lits[w] = lits[r];
-                    w += 1;
+                let l = m.pattern().as_usize();
+                let (from, to) = (self.starts[l] as usize, self.starts[l + 1] as usize);
+                for &b in &self.bits[from..to] {
+                    bits[b as usize / 64] |= 1u64 << (b % 64);
                 }
             }
-            lits.truncate(w);
         }
         bytes
     }
-}
-
-/// Whether the sorted id lists share an element.
-pub fn lits_intersect(a: &[u32], b: &[u32]) -> bool {
-    let (small, big) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    if small.is_empty() {
-        return false;
-    }
-    if small.len() * 8 < big.len() {
-        return small.iter().any(|x| big.binary_search(x).is_ok());
-    }
-    let (mut i, mut j) = (0, 0);
-    while i < small.len() && j < big.len() {
-        match small[i].cmp(&big[j]) {
-            std::cmp::Ordering::Equal => return true,
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -510,12 +538,9 @@ mod tests {
             let mut i = LiteralInterner::default();
             let req = i.required(&set);
             let table = i.build().expect("builds");
-            let mut found = Vec::new();
-            let bytes = table.scan(hay.as_bytes(), &mut found);
-            assert!(
-                bytes_intersect(&bytes, &req.bytes) || lits_intersect(&found, &req.lits),
-                "{p} on {hay:?}: {set:?}"
-            );
+            let mut bits = vec![0u64; table.words()];
+            let bytes = table.scan(hay.as_bytes(), &mut bits);
+            assert!(req.may_match(&bytes, &bits), "{p} on {hay:?}: {set:?}");
         }
     }
 }

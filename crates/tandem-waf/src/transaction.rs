@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 
 use crate::body::{self, Pairs};
 use crate::operator::{OpOutput, atoi};
-use crate::prefilter::{ByteSet, LiteralTable, Required, bytes_intersect, lits_intersect};
+use crate::prefilter::{ByteSet, LiteralTable, Required, bytes_intersect};
 use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, Effect, EngineMode, Rule, SetOp};
 use crate::ruleset::{Item, RuleSet};
 use crate::template::Template;
@@ -493,14 +493,17 @@ struct Scans {
     /// (target list id, chain node, all steps?) -> record.
     by_set: FastMap<u64, u32>,
     recs: Vec<ScanRec>,
-    /// Literal ids of every record, each record a sorted range.
-    pool: Vec<u32>,
+    /// The literal-list bits ([`LiteralTable::scan`]) of every record, `words` each.
+    pool: Vec<u64>,
+    /// Words per record: [`LiteralTable::words`] of the transaction's rule set.
+    words: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct ScanRec {
     bytes: ByteSet,
-    lits: (u32, u32),
+    /// Where its bits start in `pool`.
+    bits: u32,
 }
 
 /// Where a transformed value's bytes are, as a key: the arena range (unique within the
@@ -528,11 +531,12 @@ impl Scans {
             return r;
         }
         let from = self.pool.len();
-        let bytes = lits.scan(hay, &mut self.pool);
+        self.pool.resize(from + self.words, 0);
+        let bytes = lits.scan(hay, &mut self.pool[from..]);
         let r = self.recs.len() as u32;
         self.recs.push(ScanRec {
             bytes,
-            lits: (from as u32, (self.pool.len() - from) as u32),
+            bits: from as u32,
         });
         if let Some(k) = key {
             self.by_value.insert(k, r);
@@ -540,40 +544,32 @@ impl Scans {
         r
     }
 
-    fn lits(&self, r: &ScanRec) -> &[u32] {
-        &self.pool[r.lits.0 as usize..(r.lits.0 + r.lits.1) as usize]
-    }
-
     fn may_match(&self, req: &Required, r: u32) -> bool {
         let rec = &self.recs[r as usize];
-        bytes_intersect(&req.bytes, &rec.bytes) || lits_intersect(&req.lits, self.lits(rec))
+        let from = rec.bits as usize;
+        req.may_match(&rec.bytes, &self.pool[from..from + self.words])
     }
 
     /// Merge records into a new one (a target's union).
     fn union(&mut self, parts: &[u32]) -> u32 {
         let mut bytes: ByteSet = [0; 4];
         let from = self.pool.len();
+        let w = self.words;
+        self.pool.resize(from + w, 0);
         for &p in parts {
             let rec = self.recs[p as usize];
             for (b, x) in bytes.iter_mut().zip(rec.bytes) {
                 *b |= x;
             }
-            let (s, l) = (rec.lits.0 as usize, rec.lits.1 as usize);
-            self.pool.extend_from_within(s..s + l);
-        }
-        self.pool[from..].sort_unstable();
-        let mut w = from;
-        for r in from..self.pool.len() {
-            if w == from || self.pool[w - 1] != self.pool[r] {
-                self.pool[w] = self.pool[r];
-                w += 1;
+            let src = rec.bits as usize;
+            for i in 0..w {
+                self.pool[from + i] |= self.pool[src + i];
             }
         }
-        self.pool.truncate(w);
         let r = self.recs.len() as u32;
         self.recs.push(ScanRec {
             bytes,
-            lits: (from as u32, (w - from) as u32),
+            bits: from as u32,
         });
         r
     }
@@ -690,7 +686,7 @@ impl Reuse {
     fn give_back(mut self) {
         if self.cache.arena.capacity() > REUSE_MAX_BYTES
             || self.cache.scratch.capacity() > REUSE_MAX_BYTES
-            || self.scans.pool.capacity() * 4 > REUSE_MAX_BYTES
+            || self.scans.pool.capacity() * 8 > REUSE_MAX_BYTES
             || self
                 .cache
                 .dense
@@ -795,6 +791,7 @@ impl Transaction {
     /// Start a transaction: copies the request line and headers and parses the query
     /// string and cookies.
     pub fn new(rs: Arc<RuleSet>, head: &RequestHead) -> Transaction {
+        let words = rs.literals.words();
         let s = &rs.settings;
         let mut d = Data {
             method: head.method.as_bytes().to_vec(),
@@ -909,7 +906,10 @@ impl Transaction {
             union_parts: reuse.union_parts,
             union_locs: reuse.union_locs,
             set_parts: reuse.set_parts,
-            scans: reuse.scans,
+            scans: Scans {
+                words,
+                ..reuse.scans
+            },
             prefiltered: 0,
             notes: Vec::new(),
             evaluated: 0,
