@@ -288,6 +288,19 @@ mod tests {
     }
 
     #[test]
+    fn whole_value_pattern_agrees_with_the_regex_engine() {
+        let whole = Pattern::new("^.*$").expect("compiles");
+        let general = Pattern::new("^.*$.?").expect("compiles");
+        for hay in [&b""[..], b"host", b"a\nb", b"x\n", b"\n", b"\xff\x00z"] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            assert!(whole.captures(hay, &mut a).expect("decided"));
+            assert!(general.captures(hay, &mut b).expect("decided"));
+            assert_eq!(a, b, "{hay:?}");
+            assert_eq!(a, vec![Some(hay.to_vec())]);
+        }
+    }
+
+    #[test]
     fn lookaround_falls_back() {
         let p = Pattern::new(r"a(?!b)\xe9").expect("compiles");
         assert!(p.is_backtracking());
