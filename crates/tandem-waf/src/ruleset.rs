@@ -824,18 +824,12 @@ impl Loader {
         let mut targets: HashMap<String, u16> = HashMap::new();
         let mut sets: HashMap<Vec<u16>, u32> = HashMap::new();
         let mut tx = TxLayout::default();
-        // Names the engine itself reads and writes.
+        // Names the engine itself reads and writes; the capture groups first, so that
+        // `TX:n` is slot `n` (the transaction relies on it).
+        for n in crate::transaction::CAPTURE_NAMES {
+            tx.intern(n);
+        }
         for n in [
-            "0",
-            "1",
-            "2",
-            "3",
-            "4",
-            "5",
-            "6",
-            "7",
-            "8",
-            "9",
             "msc_pcre_limits_exceeded",
             "blocking_paranoia_level",
             "detection_paranoia_level",

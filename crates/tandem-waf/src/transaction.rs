@@ -41,8 +41,8 @@ fn value_of<'a>(d: &'a Data, tx: &'a TxStore, link: &'a Rule, r: &'a VarRef) -> 
     }
 }
 
-/// TX names of capture groups.
-const CAPTURE_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+/// TX names of capture groups. The rule set interns them first, so `TX:n` is slot `n`.
+pub(crate) const CAPTURE_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// The request line and headers, as the edge received them.
 #[derive(Debug, Clone)]
@@ -1612,16 +1612,12 @@ impl Transaction {
                     self.limit_exceeded = true;
                     self.tx.set("msc_pcre_limits_exceeded", b"1");
                 }
-                if hit && capture && !link.op.negated {
-                    for (i, name) in CAPTURE_NAMES.iter().enumerate() {
-                        match op_out.captures.get(i) {
-                            Some(Some(c)) => self.tx.set(name, c),
-                            _ => {
-                                if i < op_out.captures.len() || !op_out.captures.is_empty() {
-                                    self.tx.remove(name);
-                                }
-                            }
-                        }
+                if hit && capture && !link.op.negated && !op_out.captures.is_empty() {
+                    // A match with groups replaces TX:0-9: groups that did not take part are
+                    // removed.
+                    for i in 0..CAPTURE_NAMES.len() {
+                        let c = op_out.captures.get(i).and_then(Option::as_deref);
+                        self.tx.set_capture(i, c);
                     }
                 }
                 op_out.captures.clear();
@@ -1655,8 +1651,9 @@ impl Transaction {
                     let key: &str = match &sv.key_literal {
                         Some(k) => k,
                         None => {
-                            key_owned =
-                                lossy(&self.expand(&sv.key, Some(starter))).to_ascii_lowercase();
+                            // One allocation: the expansion becomes the key.
+                            key_owned = lossy_owned(self.expand(&sv.key, Some(starter)))
+                                .to_ascii_lowercase_owned();
                             &key_owned
                         }
                     };
@@ -2247,6 +2244,23 @@ fn header(headers: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// [`lossy`] that reuses the buffer when it is valid UTF-8.
+fn lossy_owned(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| lossy(e.as_bytes()))
+}
+
+/// `to_ascii_lowercase` in place.
+trait LowercaseOwned {
+    fn to_ascii_lowercase_owned(self) -> String;
+}
+
+impl LowercaseOwned for String {
+    fn to_ascii_lowercase_owned(mut self) -> String {
+        self.make_ascii_lowercase();
+        self
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

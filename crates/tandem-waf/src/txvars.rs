@@ -157,6 +157,29 @@ impl TxStore {
         v.extend_from_slice(value);
     }
 
+    /// Set (`Some`) or remove (`None`) the capture variable `TX:i` (`i` < 10): by slot when
+    /// the layout interned the capture names first, as rule sets do, else by name.
+    pub(crate) fn set_capture(&mut self, i: usize, value: Option<&[u8]>) {
+        let name = crate::transaction::CAPTURE_NAMES[i];
+        let id = i as u32;
+        if self.layout.name(id) != name {
+            match value {
+                Some(v) => self.set(name, v),
+                None => self.remove(name),
+            }
+            return;
+        }
+        match value {
+            Some(v) => {
+                if let Some(buf) = self.slot_mut(id) {
+                    buf.clear();
+                    buf.extend_from_slice(v);
+                }
+            }
+            None => self.slots[i].seq = 0,
+        }
+    }
+
     /// Remove a variable by name.
     pub(crate) fn remove(&mut self, name: &str) {
         match self.layout.id(name) {
