@@ -544,6 +544,11 @@ impl Scans {
         r
     }
 
+    /// The record of a value scanned before, if it was.
+    fn scanned(&self, key: Option<ScanKey>) -> Option<u32> {
+        key.and_then(|k| self.by_value.get(&k).copied())
+    }
+
     fn may_match(&self, req: &Required, r: u32) -> bool {
         let rec = &self.recs[r as usize];
         let from = rec.bits as usize;
@@ -1579,6 +1584,17 @@ impl Transaction {
                             continue;
                         }
                         prev = Some(v);
+                        // A step value that some other rule's prefilter already scanned
+                        // (the untransformed value, nearly always) is skipped when it holds
+                        // none of the operator's literals; other step values are not scanned
+                        // for this (scanning each costs what the operator does).
+                        if let (Some(req), Some(k)) = (&link.prefilter, key)
+                            && rs.prefilter_enabled
+                            && let Some(r) = self.scans.scanned(scan_key(k, l))
+                            && !self.scans.may_match(req, r)
+                        {
+                            continue;
+                        }
                         let m =
                             link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
                         if m {
