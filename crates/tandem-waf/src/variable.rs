@@ -238,6 +238,28 @@ pub struct KeyRegex {
     pattern: Pattern,
     /// Lower-case literals; empty when the pattern has no usable set (every name is tried).
     needles: Vec<Vec<u8>>,
+    /// `^literal...`: the literal, and whether it is the whole pattern (`TX:/^header_name_/`).
+    prefix: Option<(Vec<u8>, bool)>,
+}
+
+/// The literal after a leading `^` (letters, digits, `_` and `-`, which mean themselves),
+/// and whether nothing follows it.
+fn anchored_prefix(r: &str) -> Option<(Vec<u8>, bool)> {
+    let rest = r.strip_prefix('^')?;
+    // An alternation would let the other branch match anywhere.
+    if rest.contains('|') {
+        return None;
+    }
+    let n = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        .count();
+    // A quantifier after the last literal byte would apply to it alone.
+    let next = rest.as_bytes().get(n).copied();
+    if n == 0 || matches!(next, Some(b'*' | b'+' | b'?' | b'{')) {
+        return None;
+    }
+    Some((rest.as_bytes()[..n].to_ascii_lowercase(), n == rest.len()))
 }
 
 impl KeyRegex {
@@ -250,7 +272,11 @@ impl KeyRegex {
         } else {
             crate::prefilter::regex_literals(&source).unwrap_or_default()
         };
-        Ok(KeyRegex { pattern, needles })
+        Ok(KeyRegex {
+            pattern,
+            needles,
+            prefix: anchored_prefix(r),
+        })
     }
 
     /// The pattern as compiled.
@@ -260,6 +286,17 @@ impl KeyRegex {
 
     /// Whether `name` matches.
     pub fn is_match(&self, name: &[u8]) -> bool {
+        if let Some((p, whole)) = &self.prefix {
+            let starts = name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+            if starts && *whole {
+                return true;
+            }
+            // `^` also matches after a line feed (multi-line mode): only then can a name
+            // that does not start with the literal match.
+            if !starts && !name.contains(&b'\n') {
+                return false;
+            }
+        }
         if !self.needles.is_empty() && !self.needles.iter().any(|n| contains_folded(name, n)) {
             return false;
         }
@@ -395,5 +432,52 @@ mod tests {
         assert_eq!(t[3].xpath.as_deref(), Some("/*"));
         assert!(Target::compile(&parse_variables("NOPE").expect("parses")[0]).is_err());
         assert!(Target::compile(&parse_variables("REQUEST_URI:x").expect("parses")[0]).is_err());
+    }
+
+    /// The anchored-prefix shortcut answers as the regex does.
+    #[test]
+    fn anchored_prefix_keys_agree_with_the_regex() {
+        let keys = [
+            "^header_name_920450_",
+            "^_ga",
+            "^json\\.",
+            "^ab|cd",
+            "^abc*",
+            "^ab-c[0-9]",
+            "^a+",
+            "paramcounter_.*",
+        ];
+        let names: [&[u8]; 12] = [
+            b"header_name_920450_host",
+            b"HEADER_NAME_920450_",
+            b"x_header_name_920450_",
+            b"x\nheader_name_920450_y",
+            b"_GAxyz",
+            b"_g",
+            b"json.a",
+            b"zcd",
+            b"ab",
+            b"ab-c7",
+            b"aaa",
+            b"",
+        ];
+        for k in keys {
+            let fast = KeyRegex::new(k).expect("compiles");
+            let plain = Pattern::new(&format!("(?i){k}")).expect("compiles");
+            for n in names {
+                assert_eq!(
+                    fast.is_match(n),
+                    plain.is_match(n).expect("decided"),
+                    "{k} on {:?}",
+                    String::from_utf8_lossy(n)
+                );
+            }
+        }
+        assert_eq!(
+            anchored_prefix("^header_name_920450_"),
+            Some((b"header_name_920450_".to_vec(), true))
+        );
+        assert_eq!(anchored_prefix("^ab|cd"), None);
+        assert_eq!(anchored_prefix("^abc*"), None);
     }
 }
