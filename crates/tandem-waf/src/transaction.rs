@@ -1668,8 +1668,9 @@ impl Transaction {
                         Some(k) => k,
                         None => {
                             // One allocation: the expansion becomes the key.
-                            key_owned = lossy_owned(self.expand(&sv.key, Some(starter)))
-                                .to_ascii_lowercase_owned();
+                            let mut k = lossy_owned(self.expand(&sv.key, Some(starter)));
+                            k.make_ascii_lowercase();
+                            key_owned = k;
                             &key_owned
                         }
                     };
@@ -2265,18 +2266,6 @@ fn lossy(b: &[u8]) -> String {
 /// [`lossy`] that reuses the buffer when it is valid UTF-8.
 fn lossy_owned(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap_or_else(|e| lossy(e.as_bytes()))
-}
-
-/// `to_ascii_lowercase` in place.
-trait LowercaseOwned {
-    fn to_ascii_lowercase_owned(self) -> String;
-}
-
-impl LowercaseOwned for String {
-    fn to_ascii_lowercase_owned(mut self) -> String {
-        self.make_ascii_lowercase();
-        self
-    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
