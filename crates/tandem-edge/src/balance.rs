@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
+use smallvec::SmallVec;
 use http::uri::{Authority, Scheme};
 use tandem_config::edge::{AllUnhealthy, Origin, OriginGroup};
 
@@ -109,11 +110,30 @@ impl Health {
     pub fn latency_us(&self) -> u64 {
         match self.probe.load().as_ref() {
             Some(c) => c
-                .health()
+                .health_ref()
                 .latency
                 .map_or(0, |d| (d.as_micros() as u64).max(1)),
             None => self.latency_us.load(Ordering::Relaxed),
         }
+    }
+
+    /// Healthy for selection at `now_ms` and the mean probe latency (µs, 0 = not measured),
+    /// from one read of the probe's state.
+    pub fn view(&self, now_ms: u64) -> (bool, u64) {
+        let (up, latency) = match self.probe.load().as_ref() {
+            Some(c) => {
+                let h = c.health_ref();
+                (
+                    h.state.is_healthy(),
+                    h.latency.map_or(0, |d| (d.as_micros() as u64).max(1)),
+                )
+            }
+            None => (
+                self.probe_up.load(Ordering::Relaxed),
+                self.latency_us.load(Ordering::Relaxed),
+            ),
+        };
+        (up && !self.ejected(now_ms), latency)
     }
 
     /// The last failed probe's detail, if the last probe failed.
@@ -180,6 +200,15 @@ pub struct AffinityRt {
     pub cookie: String,
     /// Cookie lifetime.
     pub ttl: Option<Duration>,
+}
+
+/// One origin as [`GroupRt::select`] sees it: whether it is still in the running, and its
+/// probe latency.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    up: bool,
+    enabled: bool,
+    latency: u64,
 }
 
 /// Why no origin could be picked.
@@ -283,55 +312,66 @@ impl GroupRt {
 
     /// Pick an origin (Front Door's algorithm, see the module docs), skipping `tried`.
     pub fn select(&self, tried: &[usize], now_ms: u64) -> Result<usize, NoOrigin> {
-        let ignore_health = !self.any_healthy(now_ms);
+        // Each origin's health is read once (one probe-cell load, one health load), not once
+        // per step below: with probes on, a read is two `ArcSwap` loads.
+        let mut views: SmallVec<[View; 8]> = self
+            .origins
+            .iter()
+            .map(|o| {
+                let (up, latency) = o.health.view(now_ms);
+                View {
+                    up: o.cfg.enabled && up,
+                    enabled: o.cfg.enabled,
+                    latency,
+                }
+            })
+            .collect();
+        let ignore_health = !views.iter().any(|v| v.up);
         if ignore_health && self.when_all_unhealthy == AllUnhealthy::Fail {
             return Err(NoOrigin::AllUnhealthy);
         }
-        let eligible = |i: usize, o: &OriginRt| {
-            o.cfg.enabled && !tried.contains(&i) && (ignore_health || o.health.healthy(now_ms))
-        };
-        // 2. best tier
-        let mut best_tier = u16::MAX;
-        for (i, o) in self.origins.iter().enumerate() {
-            if eligible(i, o) {
-                best_tier = best_tier.min(o.tier);
-            }
+        // 1. enabled, not tried, healthy (unless none is)
+        for (i, v) in views.iter_mut().enumerate() {
+            v.up = v.enabled && !tried.contains(&i) && (ignore_health || v.up);
         }
-        if best_tier == u16::MAX {
-            return Err(NoOrigin::Exhausted);
+        // 2. best tier
+        let best_tier = self
+            .origins
+            .iter()
+            .zip(&views)
+            .filter(|(_, v)| v.up)
+            .map(|(o, _)| o.tier)
+            .min()
+            .ok_or(NoOrigin::Exhausted)?;
+        for (o, v) in self.origins.iter().zip(views.iter_mut()) {
+            v.up &= o.tier == best_tier;
         }
         // 3. latency
-        let mut fastest = u64::MAX;
-        for (i, o) in self.origins.iter().enumerate() {
-            if eligible(i, o) && o.tier == best_tier {
-                let l = o.health.latency_us();
-                if l > 0 {
-                    fastest = fastest.min(l);
-                }
-            }
-        }
+        let fastest = views
+            .iter()
+            .filter(|v| v.up && v.latency > 0)
+            .map(|v| v.latency)
+            .min()
+            .unwrap_or(u64::MAX);
         let limit = fastest.saturating_add(self.sensitivity_us);
-        let keep = |i: usize, o: &OriginRt| {
-            eligible(i, o) && o.tier == best_tier && {
-                let l = o.health.latency_us();
-                l == 0 || l <= limit
-            }
-        };
+        for v in views.iter_mut() {
+            v.up &= v.latency == 0 || v.latency <= limit;
+        }
         // 4. weighted round-robin
         let total: u64 = self
             .origins
             .iter()
-            .enumerate()
-            .filter(|(i, o)| keep(*i, o))
-            .map(|(_, o)| o.cfg.weight as u64)
+            .zip(&views)
+            .filter(|(_, v)| v.up)
+            .map(|(o, _)| o.cfg.weight as u64)
             .sum();
         if total == 0 {
             return Err(NoOrigin::Exhausted);
         }
         let mut n = self.rr.fetch_add(1, Ordering::Relaxed) % total;
         let mut last = None;
-        for (i, o) in self.origins.iter().enumerate() {
-            if keep(i, o) {
+        for (i, (o, v)) in self.origins.iter().zip(&views).enumerate() {
+            if v.up {
                 last = Some(i);
                 let w = o.cfg.weight as u64;
                 if n < w {

@@ -117,6 +117,16 @@ pub struct Target {
     pub passive_threshold: Option<u32>,
 }
 
+/// A borrowed [`Health`] snapshot (see [`Cell::health_ref`]).
+struct HealthRef(arc_swap::Guard<Arc<Health>>);
+
+impl std::ops::Deref for HealthRef {
+    type Target = Health;
+    fn deref(&self) -> &Health {
+        &self.0
+    }
+}
+
 /// One probed target: its health, readable lock-free, and its controls.
 #[derive(Debug)]
 pub struct Cell {
@@ -138,6 +148,11 @@ impl Cell {
     /// The latest health snapshot (lock-free).
     pub fn health(&self) -> Arc<Health> {
         self.health.load_full()
+    }
+
+    /// The latest health snapshot, borrowed for a short read (no reference count taken).
+    pub fn health_ref(&self) -> impl std::ops::Deref<Target = Health> + '_ {
+        HealthRef(self.health.load())
     }
 
     /// Shorthand for the current state.
