@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
-use smallvec::SmallVec;
 use http::uri::{Authority, Scheme};
+use smallvec::SmallVec;
 use tandem_config::edge::{AllUnhealthy, Origin, OriginGroup};
 
 /// Milliseconds since the edge started; the clock of ejections and budgets.

@@ -158,17 +158,22 @@ fn analyze(h: &Hir) -> Info {
             }
             match sub {
                 Info::Exact(s) => {
-                    if r.max == Some(r.min) && r.min <= 3 {
-                        let mut acc = vec![Vec::new()];
-                        for _ in 0..r.min {
-                            match cross(&acc, &s) {
-                                Some(x) => acc = x,
-                                None => return as_contains(&s).map_or(Info::Any, Info::Contains),
-                            }
+                    // Every match starts with `min` matches of the sub-pattern: exact when
+                    // that is all it can be, else a prefix that every match contains
+                    // (`\.{2,3}` contains `..`, not only `.`).
+                    let mut acc = vec![Vec::new()];
+                    for _ in 0..r.min.min(3) {
+                        match cross(&acc, &s) {
+                            Some(x) => acc = x,
+                            None => return as_contains(&s).map_or(Info::Any, Info::Contains),
                         }
+                    }
+                    if r.max == Some(r.min) && r.min <= 3 {
                         Info::Exact(acc)
                     } else {
-                        as_contains(&s).map_or(Info::Any, Info::Contains)
+                        as_contains(&acc)
+                            .or_else(|| as_contains(&s))
+                            .map_or(Info::Any, Info::Contains)
                     }
                 }
                 other => other,
@@ -511,6 +516,10 @@ mod tests {
         assert_eq!(lits("[<>]"), Some(vec!["<".into(), ">".into()]));
         // Optional parts widen the exact set: ab, abc.
         assert_eq!(lits("abc?"), Some(vec!["ab".into()]));
+        // A repetition contains its first `min` copies.
+        assert_eq!(lits(r"(?:^|/)\.{2,3}/"), Some(vec!["..".into()]));
+        assert_eq!(lits("(?:ab){2,}"), Some(vec!["abab".into()]));
+        assert_eq!(lits("x+"), Some(vec!["x".into()]));
         // Long literals are cut.
         assert_eq!(
             lits("abcdefghijklmnopqrstuvwxyz"),
