@@ -30,7 +30,11 @@ EOF
 }
 
 # tandem_toml WORK HTTP_PORT HTTPS_PORT ORIGIN_PORT: one region, one route to the origin.
+# PROBED=1: the group as production configs have it: an active health probe and a second,
+# lower-priority origin (the same address), so selection reads probe state per request.
 tandem_toml() {
+  local monitor=""
+  [[ "${PROBED:-0}" == 1 ]] && monitor='monitor = "bench"'
   cat <<EOF
 [regions.bench]
 
@@ -52,8 +56,25 @@ http = "serve"
 group = "origin"
 
 [edge.groups.origin]
+$monitor
 [[edge.groups.origin.origins]]
 name = "origin"
 address = "127.0.0.1:$4"
 EOF
+  if [[ "${PROBED:-0}" == 1 ]]; then
+    cat <<EOF
+priority = 1
+
+[[edge.groups.origin.origins]]
+name = "standby"
+address = "127.0.0.1:$4"
+priority = 2
+
+[monitors.bench]
+protocol = "http"
+path = "/"
+interval = "1s"
+timeout = "500ms"
+EOF
+  fi
 }
