@@ -7,6 +7,7 @@
 #
 #   bench/edge/ab.sh OLD_BIN NEW_BIN                 # plain, 6 rounds of 6 s
 #   MODE=h2 ROUNDS=4 DURATION=5 bench/edge/ab.sh OLD_BIN NEW_BIN
+#   PROBED=1 bench/edge/ab.sh OLD_BIN NEW_BIN      # groups with an active probe and a standby
 #
 # Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), openssl, util-linux.
 set -euo pipefail

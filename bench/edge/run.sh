@@ -11,6 +11,8 @@
 #   PINGORA=0 bench/edge/run.sh                # without the Pingora spike
 #   H1SPIKE=0 bench/edge/run.sh                # without the tokio floor (h1-spike)
 #   PAIRED=0 bench/edge/run.sh                 # without the paired runs (below)
+#   PROBED=1 bench/edge/run.sh                 # Tandem's group with an active probe and a
+#                                              # standby origin, as production groups are
 #
 # How it is made comparable on a small shared machine:
 # - every proxy gets one worker (THREADS=1: Tandem's `--threads 1`, nginx `worker_processes
