@@ -160,6 +160,9 @@ pub struct RuleSet {
     pub(crate) tx_layout: Arc<TxLayout>,
     /// Whether transactions use the literal prefilter (on unless turned off for testing).
     pub(crate) prefilter_enabled: bool,
+    /// Whether links on one literally named TX variable take their shortcut (see
+    /// [`RuleSet::set_tx_shortcut`]).
+    pub(crate) tx_shortcut: bool,
     /// Engine settings.
     pub settings: Settings,
 }
@@ -222,6 +225,12 @@ impl RuleSet {
     /// differential corpus test) and to measure what it saves.
     pub fn set_literal_prefilter(&mut self, on: bool) {
         self.prefilter_enabled = on;
+    }
+
+    /// Turn the shortcut for rules on one literally named, untransformed TX variable off or on
+    /// (on by default). Off evaluates them the general way, for tests that compare the two.
+    pub fn set_tx_shortcut(&mut self, on: bool) {
+        self.tx_shortcut = on;
     }
 
     /// Number of distinct multi-byte literals the prefilter scans for, and the matcher used.
@@ -880,6 +889,7 @@ impl Loader {
                 .map_err(|e| LoadError::invalid("<prefilter>", 0, e))?,
             tx_layout: Arc::new(tx),
             prefilter_enabled: true,
+            tx_shortcut: true,
         })
     }
 }

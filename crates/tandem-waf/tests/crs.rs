@@ -86,6 +86,30 @@ fn blocking_decisions_at_the_default_paranoia_level() {
 /// (rule ids, messages, matched data) and the same TX collection (anomaly scores and every
 /// variable the rules set, including the ones set by rules that do not log).
 #[test]
+fn tx_shortcut_changes_no_outcome_on_the_corpus() {
+    let Some(dir) = ftw::default_crs_dir() else {
+        if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
+            panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
+        }
+        eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+        return;
+    };
+    let with = Arc::new(ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
+    let mut without = ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads");
+    without.set_tx_shortcut(false);
+    let without = Arc::new(without);
+    let c = ftw::compare_corpus(&with, &without, &dir.join("tests/regression/tests"))
+        .expect("corpus runs");
+    assert!(c.stages > 3000, "the corpus looks incomplete: {c:?}");
+    assert!(
+        c.differences.is_empty(),
+        "{} stages differ:\n{}",
+        c.differences.len(),
+        c.differences.join("\n")
+    );
+}
+
+#[test]
 fn literal_prefilter_changes_no_outcome_on_the_corpus() {
     let Some(dir) = ftw::default_crs_dir() else {
         if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
