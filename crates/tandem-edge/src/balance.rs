@@ -87,7 +87,7 @@ impl Default for Health {
 impl Health {
     /// Healthy for selection at `now_ms`.
     pub fn healthy(&self, now_ms: u64) -> bool {
-        self.probe_up() && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+        self.view(now_ms).0
     }
 
     /// Whether passive health has the origin ejected at `now_ms`.
