@@ -1,21 +1,41 @@
 //! The OWASP CRS regression corpus, run in-process at paranoia level 4 in detection mode (the
 //! way CRS's own CI runs it), with the pass-rate floor the WAF is held to.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tandem_waf::ftw;
+use tandem_waf::ruleset::RuleSet;
 
 /// The share of the corpus that must pass (skips count as not passing). The goal is 95%; the
 /// engine passes all of it, so the floor guards against regressions.
 const FLOOR: f64 = 0.99;
 
-#[test]
-fn crs_regression_corpus_pass_rate() {
-    let Some(dir) = ftw::default_crs_dir() else {
+/// The CRS copy, or `None` after a note when there is none (a failure in CI, which must have
+/// it).
+fn crs_dir() -> Option<PathBuf> {
+    let dir = ftw::default_crs_dir();
+    if dir.is_none() {
         if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
             panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
         }
         eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+    }
+    dir
+}
+
+/// Every corpus stage served by CRS as loaded and by a copy that `switch` changed.
+fn compare_switched(dir: &Path, switch: impl FnOnce(&mut RuleSet)) -> ftw::Comparison {
+    let with = Arc::new(ftw::load_crs(dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
+    let mut without = ftw::load_crs(dir, ftw::CRS_TEST_SETUP).expect("CRS loads");
+    switch(&mut without);
+    let without = Arc::new(without);
+    ftw::compare_corpus(&with, &without, &dir.join("tests/regression/tests")).expect("corpus runs")
+}
+
+#[test]
+fn crs_regression_corpus_pass_rate() {
+    let Some(dir) = crs_dir() else {
         return;
     };
     let rs = Arc::new(ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
@@ -38,11 +58,7 @@ fn crs_regression_corpus_pass_rate() {
 
 #[test]
 fn blocking_decisions_at_the_default_paranoia_level() {
-    let Some(dir) = ftw::default_crs_dir() else {
-        if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
-            panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
-        }
-        eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+    let Some(dir) = crs_dir() else {
         return;
     };
     // Prevention mode, CRS defaults: paranoia level 1, inbound threshold 5, outbound 4.
@@ -87,19 +103,10 @@ fn blocking_decisions_at_the_default_paranoia_level() {
 /// variable the rules set, including the ones set by rules that do not log).
 #[test]
 fn tx_shortcut_changes_no_outcome_on_the_corpus() {
-    let Some(dir) = ftw::default_crs_dir() else {
-        if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
-            panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
-        }
-        eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+    let Some(dir) = crs_dir() else {
         return;
     };
-    let with = Arc::new(ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
-    let mut without = ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads");
-    without.set_tx_shortcut(false);
-    let without = Arc::new(without);
-    let c = ftw::compare_corpus(&with, &without, &dir.join("tests/regression/tests"))
-        .expect("corpus runs");
+    let c = compare_switched(&dir, |rs| rs.set_tx_shortcut(false));
     assert!(c.stages > 3000, "the corpus looks incomplete: {c:?}");
     assert!(
         c.differences.is_empty(),
@@ -111,19 +118,10 @@ fn tx_shortcut_changes_no_outcome_on_the_corpus() {
 
 #[test]
 fn literal_prefilter_changes_no_outcome_on_the_corpus() {
-    let Some(dir) = ftw::default_crs_dir() else {
-        if std::env::var("TANDEM_CI").as_deref() == Ok("1") {
-            panic!("the CRS copy (shared/crs) is missing; set TANDEM_CRS_DIR");
-        }
-        eprintln!("skipping: no CRS copy found (set TANDEM_CRS_DIR)");
+    let Some(dir) = crs_dir() else {
         return;
     };
-    let with = Arc::new(ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
-    let mut without = ftw::load_crs(&dir, ftw::CRS_TEST_SETUP).expect("CRS loads");
-    without.set_literal_prefilter(false);
-    let without = Arc::new(without);
-    let c = ftw::compare_corpus(&with, &without, &dir.join("tests/regression/tests"))
-        .expect("corpus runs");
+    let c = compare_switched(&dir, |rs| rs.set_literal_prefilter(false));
     eprintln!(
         "{} stages; rules evaluated {} with the prefilter ({} skipped), {} without",
         c.stages, c.evaluated.0, c.prefiltered.0, c.evaluated.1
