@@ -35,6 +35,7 @@ pub mod client;
 pub mod error;
 pub mod h1;
 mod h1_server;
+mod h2_server;
 pub mod headers;
 pub mod inspect;
 pub mod metrics;
