@@ -37,40 +37,26 @@ pub fn full(b: impl Into<Bytes>) -> BoxBody {
         .boxed_unsync()
 }
 
-/// A client's request body: hyper's for the HTTP/1 requests with a body (hyper's server
-/// reads those), the stream's for HTTP/2, none for the requests without one.
+/// A client's request body: hyper's for the requests hyper's server reads (HTTP/2, and
+/// HTTP/1 requests with a body), none for those the edge's own HTTP/1 server reads.
 #[derive(Debug)]
 pub enum ClientBody {
     /// Read by hyper.
     Hyper(hyper::body::Incoming),
-    /// Read by the edge's HTTP/2 server.
-    H2(H2Body),
     /// No body.
     Empty,
 }
 
-/// A client's request body failed: the connection or stream broke, or it did not frame.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
-    /// hyper's reading failed.
-    #[error(transparent)]
-    Hyper(#[from] hyper::Error),
-    /// The HTTP/2 stream failed (reset, or its length did not match `Content-Length`).
-    #[error("HTTP/2 request body: {0}")]
-    H2(#[from] h2::Error),
-}
-
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = ClientBodyError;
+    type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
             ClientBody::Empty => Poll::Ready(None),
         }
     }
@@ -78,7 +64,6 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Hyper(b) => b.is_end_stream(),
-            ClientBody::H2(b) => b.is_end_stream(),
             ClientBody::Empty => true,
         }
     }
@@ -86,70 +71,7 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Hyper(b) => b.size_hint(),
-            ClientBody::H2(b) => b.size_hint(),
             ClientBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// A request body read from its HTTP/2 stream; the stream's window is released as the
-/// proxy takes each chunk, so the client sends on as the origin reads.
-#[derive(Debug)]
-pub struct H2Body {
-    recv: h2::RecvStream,
-    length: Option<u64>,
-    data_done: bool,
-}
-
-impl H2Body {
-    pub(crate) fn new(recv: h2::RecvStream, length: Option<u64>) -> Self {
-        H2Body {
-            recv,
-            length,
-            data_done: false,
-        }
-    }
-}
-
-impl Body for H2Body {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let me = self.get_mut();
-        if !me.data_done {
-            match me.recv.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = me.recv.flow_control().release_capacity(data.len());
-                    if let Some(n) = me.length.as_mut() {
-                        *n = n.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => me.data_done = true,
-            }
-        }
-        match me.recv.poll_trailers(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.length {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
         }
     }
 }

@@ -548,49 +548,26 @@ pub fn encode_response_head(
     Ok(ResponseHeadOut { framing, last })
 }
 
-/// The current `Date` as a header value (HTTP/2 responses), formatted once a second per
-/// thread and shared after that.
-pub(crate) fn date_header_value() -> http::HeaderValue {
-    date::header_value()
-}
-
 /// The `Date` value, formatted once a second per thread.
 mod date {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use http::HeaderValue;
-
     thread_local! {
-        static CACHED: RefCell<(u64, HeaderValue)> =
-            const { RefCell::new((0, HeaderValue::from_static(""))) };
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
 
-    /// Run `f` on the current date (RFC 9110 IMF-fixdate).
-    fn with<R>(f: impl FnOnce(&HeaderValue) -> R) -> R {
+    /// Append the current date (RFC 9110 IMF-fixdate) to `out`.
+    pub(super) fn extend(out: &mut Vec<u8>) {
         let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        CACHED.with_borrow_mut(|(at, value)| {
-            if *at != secs || value.is_empty() {
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != secs || text.is_empty() {
                 *at = secs;
-                // IMF-fixdate is visible ASCII, always a valid value.
-                *value = HeaderValue::from_maybe_shared(bytes::Bytes::from(
-                    httpdate::fmt_http_date(now),
-                ))
-                .unwrap_or_else(|_| HeaderValue::from_static(""));
+                *text = httpdate::fmt_http_date(now);
             }
-            f(value)
-        })
-    }
-
-    /// Append the current date to `out`.
-    pub(super) fn extend(out: &mut Vec<u8>) {
-        with(|v| out.extend_from_slice(v.as_bytes()));
-    }
-
-    /// The current date as a header value (a reference count, not a copy).
-    pub(super) fn header_value() -> HeaderValue {
-        with(HeaderValue::clone)
+            out.extend_from_slice(text.as_bytes());
+        });
     }
 }
 

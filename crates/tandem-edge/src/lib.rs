@@ -35,7 +35,6 @@ pub mod client;
 pub mod error;
 pub mod h1;
 mod h1_server;
-mod h2_server;
 pub mod headers;
 pub mod inspect;
 pub mod metrics;

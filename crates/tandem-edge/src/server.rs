@@ -21,7 +21,6 @@ use crate::Inner;
 use crate::body::ClientBody;
 use crate::error::EdgeError;
 use crate::h1_server::{self, Ended, Rewound};
-use crate::h2_server;
 use crate::headers::ClientNode;
 use crate::proxy::{ConnInfo, Scheme};
 use crate::watch::{ClientIo, LastWords, Watch, Watched};
@@ -42,11 +41,10 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
     TcpListener::from_std(sock.into()).map_err(err)
 }
 
-/// hyper's HTTP/1 server, for the requests the edge's own one hands over (bodies, upgrades,
-/// the protocol's hard cases). HTTP/2 never reaches it: [`crate::h2_server`] serves that.
 fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
     let snap = inner.snapshot.load();
     let l = &snap.cfg.limits;
+    let t = &snap.cfg.timeouts;
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -60,7 +58,13 @@ fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
         // instead of a queue of buffers (measured: less CPU per request on small answers).
         .writev(false)
         .keep_alive(true);
-    b.http1_only()
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.max_concurrent_streams)
+        .max_header_list_size(l.max_header_bytes as u32)
+        .keep_alive_interval(Some(t.idle / 2))
+        .keep_alive_timeout(t.idle / 2);
+    b
 }
 
 pub(crate) async fn accept_loop(
@@ -155,10 +159,12 @@ async fn serve_connection(
                 watch,
             };
             if h2 {
-                h2_server::serve(inner, info, tls_stream, &cancel, drain).await;
+                let b = builder.clone().http2_only();
+                drive(inner, &b, TokioIo::new(tls_stream), info, cancel, drain).await;
             } else {
+                let b = builder.clone().http1_only();
                 let io = ClientIo::new(tls_stream, info.watch.clone());
-                serve_h1(inner, builder, io, info, cancel, drain).await;
+                serve_h1(inner, &b, io, info, cancel, drain).await;
             }
         }
         None => {
@@ -210,16 +216,6 @@ async fn serve_h1<S>(
     match ended {
         None => tracing::debug!(client = %client, "no request head in time; connection closed"),
         Some(Ended::Closed) => {}
-        Some(Ended::Handover(io, read)) if read.starts_with(h2_server::PREFACE_START) => {
-            // Prior knowledge: the head deadline holds until the first stream arrives (the
-            // proxy marks the connection HTTP/2 then), as it did for the preface.
-            let watch = info.watch.clone();
-            let io = Rewound::new(io, read);
-            let served = Watched::new(h2_server::serve(inner, info, io, &cancel, drain), watch);
-            if served.await.is_none() {
-                tracing::debug!(client = %client, "no HTTP/2 request in time; connection closed");
-            }
-        }
         Some(Ended::Handover(io, read)) => {
             let io = TokioIo::new(Rewound::new(io, read));
             drive(inner, builder, io, info, cancel, drain).await;

@@ -18,9 +18,9 @@
 //! and writes the 408 as the connection is dropped (hyper owns the stream until then).
 //!
 //! HTTP/1 serves one request at a time per connection, so one first-byte slot suffices.
-//! HTTP/2 streams run side by side and keep `tokio::time::timeout`; a connection that turns
-//! out to speak HTTP/2 (prior knowledge on plain HTTP) stops its head deadline, HTTP/2's
-//! keep-alive pings watch it instead ([`crate::h2_server`]).
+//! HTTP/2 streams run in tasks of their own and keep `tokio::time::timeout`; a connection
+//! that turns out to speak HTTP/2 (prior knowledge on plain HTTP) stops its head deadline,
+//! HTTP/2's keep-alive pings watch it instead.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,7 +1,8 @@
-//! The edge's HTTP/2 server with real clients (reqwest over TLS, the h2 crate's client over
+//! HTTP/2 at the edge with real clients (reqwest over TLS, the h2 crate's client over
 //! prior knowledge, raw frames): bodies both ways past the flow-control windows, many
-//! streams at once on one connection, a client's reset cancelling the origin exchange, and
-//! keep-alive pings closing a connection whose peer stopped answering.
+//! streams at once on one connection, a client's reset cancelling the origin exchange,
+//! keep-alive pings closing a connection whose peer stopped answering, and malformed
+//! frames ending a connection with GOAWAY while the edge keeps serving.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
