@@ -98,35 +98,32 @@ struct SilentOrigin {
 }
 
 async fn silent_origin() -> SilentOrigin {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let requests = Arc::new(AtomicU64::new(0));
     let closed = Arc::new(AtomicBool::new(false));
     let (reqs, cl) = (requests.clone(), closed.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let (reqs, cl) = (reqs.clone(), cl.clone());
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            cl.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        Ok(n) => {
-                            seen.extend_from_slice(&buf[..n]);
-                            if seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                                reqs.fetch_add(1, Ordering::SeqCst);
-                                seen.clear();
-                            }
+    let addr = raw_origin(move |mut s| {
+        let (reqs, cl) = (reqs.clone(), cl.clone());
+        async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        cl.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(n) => {
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            reqs.fetch_add(1, Ordering::SeqCst);
+                            seen.clear();
                         }
                     }
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     SilentOrigin {
         addr,
         requests,

@@ -1345,43 +1345,40 @@ struct CountingOrigin {
 }
 
 async fn counting_origin(close_idle: bool) -> CountingOrigin {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let connections = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
     let (conns, reqs) = (connections.clone(), requests.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            conns.fetch_add(1, Ordering::Relaxed);
-            let reqs = reqs.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    buf.drain(..end + 4);
-                    reqs.fetch_add(1, Ordering::Relaxed);
-                    let resp: &[u8] = if head.starts_with("HEAD ") {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
-                    } else if head.starts_with("GET /204 ") {
-                        b"HTTP/1.1 204 No Content\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                    };
-                    if s.write_all(resp).await.is_err() || close_idle {
-                        return;
+    let addr = raw_origin(move |mut s| {
+        conns.fetch_add(1, Ordering::Relaxed);
+        let reqs = reqs.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                buf.drain(..end + 4);
+                reqs.fetch_add(1, Ordering::Relaxed);
+                let resp: &[u8] = if head.starts_with("HEAD ") {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+                } else if head.starts_with("GET /204 ") {
+                    b"HTTP/1.1 204 No Content\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                };
+                if s.write_all(resp).await.is_err() || close_idle {
+                    return;
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     CountingOrigin {
         addr,
         connections,
@@ -1521,50 +1518,46 @@ struct RawOrigin {
 
 impl RawOrigin {
     async fn start() -> RawOrigin {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicU64::new(0));
         let (seen2, requests2) = (seen.clone(), requests.clone());
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let (seen, requests) = (seen2.clone(), requests2.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let n =
-                            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-                                .await
-                            {
-                                Ok(Ok(n)) if n > 0 => n,
-                                _ => return,
-                            };
-                        buf.extend_from_slice(&chunk[..n]);
-                        seen.lock().unwrap().extend_from_slice(&chunk[..n]);
-                        // One request at a time: the head, then a chunked body's last chunk
-                        // (the edge sends bodies of unknown length chunked).
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        if head.contains("transfer-encoding: chunked")
-                            && !buf[end + 4..].ends_with(b"0\r\n\r\n")
-                        {
-                            continue;
-                        }
-                        buf.clear();
-                        requests.fetch_add(1, Ordering::SeqCst);
-                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
+        let addr = raw_origin(move |mut s| {
+            let (seen, requests) = (seen2.clone(), requests2.clone());
+            async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                        .await
+                    {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => return,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    seen.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    // One request at a time: the head, then a chunked body's last chunk
+                    // (the edge sends bodies of unknown length chunked).
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    if head.contains("transfer-encoding: chunked")
+                        && !buf[end + 4..].ends_with(b"0\r\n\r\n")
+                    {
+                        continue;
                     }
-                });
+                    buf.clear();
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
             }
-        });
+        })
+        .await;
         RawOrigin {
             addr,
             seen,

@@ -181,6 +181,23 @@ async fn origin_handler(
 
 use futures::StreamExt;
 
+/// A raw TCP origin on loopback for tests that need exact bytes or odd behaviour: `serve`
+/// runs for every accepted connection, in a task of its own. Returns the address.
+pub async fn raw_origin<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
 fn hyper_util_is_upgrade(req: &Request<Incoming>) -> bool {
     req.headers().contains_key("upgrade")
 }
