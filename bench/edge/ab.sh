@@ -8,6 +8,8 @@
 #   bench/edge/ab.sh OLD_BIN NEW_BIN                 # plain, 6 rounds of 6 s
 #   MODE=h2 ROUNDS=4 DURATION=5 bench/edge/ab.sh OLD_BIN NEW_BIN
 #   PROBED=1 bench/edge/ab.sh OLD_BIN NEW_BIN      # groups with an active probe and a standby
+#   MODE=h2 FILES=100 bench/edge/ab.sh OLD NEW      # h2load cycles through 100 static files
+#                                                  # (ETag, Last-Modified, lengths differ)
 #
 # Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), openssl, util-linux.
 set -euo pipefail
@@ -41,11 +43,15 @@ origin_conf "$WORK" "$ORIGIN"
 taskset -c "$LOAD_CPU" nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" & PIDS+=($!)
 
 tandem_toml "$WORK" $((BASE + 1)) $((BASE + 2)) "$ORIGIN" > "$WORK/a.toml"
+mkdir -p "$WORK/$((BASE + 1))" "$WORK/$((BASE + 11))"
 tandem_toml "$WORK" $((BASE + 11)) $((BASE + 12)) "$ORIGIN" > "$WORK/b.toml"
 
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 load() { # port seconds outfile
-  if [[ "$MODE" == h2 ]]; then
+  if [[ "$MODE" == h2 && "${FILES:-0}" -gt 0 ]]; then
+    uris_file "$WORK/$1" $(($1 + 1))
+    taskset -c "$LOAD_CPU" h2load -D "$2" -c "$CONNS" -m 10 -t 1 -i "$WORK/$1/uris" >"$3" 2>&1 || true
+  elif [[ "$MODE" == h2 ]]; then
     taskset -c "$LOAD_CPU" h2load -D "$2" -c "$CONNS" -m 10 -t 1 "https://127.0.0.1:$(($1 + 1))/" >"$3" 2>&1 || true
   else
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "http://127.0.0.1:$1/" >"$3" 2>&1 || true

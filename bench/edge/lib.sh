@@ -10,8 +10,14 @@ bench_cert() {
 }
 
 # origin_conf WORK PORT: the origin, an nginx answering 64 bytes to everything, in WORK/origin.
+# With FILES=N it also serves N static files, /f/1 ... /f/N, of 100 × i bytes each, with the
+# ETag, Last-Modified and Content-Length that differ per file as a real site's do.
 origin_conf() {
-  mkdir -p "$1/origin"
+  mkdir -p "$1/origin/www/f"
+  local i
+  for ((i = 1; i <= ${FILES:-0}; i++)); do head -c $((100 * i)) /dev/zero | tr '\0' x > "$1/origin/www/f/$i"; done
+  # nginx's workers are not root: let them down the (mktemp, 0700) path to the files.
+  chmod a+x "$1" "$1/origin" && chmod -R a+rX "$1/origin/www"
   cat > "$1/origin/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -24,6 +30,7 @@ http {
   server {
     listen 127.0.0.1:$2 reuseport backlog=4096;
     location / { default_type text/plain; return 200 "0123456789012345678901234567890123456789012345678901234567890123"; }
+    location /f/ { root $1/origin/www; default_type text/plain; }
   }
 }
 EOF
@@ -77,4 +84,10 @@ interval = "1s"
 timeout = "500ms"
 EOF
   fi
+}
+
+# uris_file WORK PORT: the URIs of the FILES files through a proxy's HTTPS port, for h2load -i.
+uris_file() {
+  local i
+  for ((i = 1; i <= FILES; i++)); do echo "https://127.0.0.1:$2/f/$i"; done > "$1/uris"
 }

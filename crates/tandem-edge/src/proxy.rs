@@ -705,19 +705,27 @@ fn finish(
 ) -> Response<BoxBody> {
     let status = resp.status().as_u16();
     let h = resp.headers_mut();
-    // Values that change per response or per second: h2's HPACK encoder adds each new one
-    // to the connection's dynamic table, chained behind the older values of the same name,
-    // and compares the next response's value with every entry of that chain (the `Date`
-    // chain grows by one a second until eviction, ~60 entries). Marked sensitive, they are
-    // sent as never-indexed literals with no table walk: −2.1% (request id) and −2.9%
-    // (`Date`) CPU per HTTP/2 request (bench/edge/ab.sh, MODE=h2). HTTP/1 ignores the flag.
+    // Values that change per response, per second or per resource: h2's HPACK encoder adds
+    // each new one to the connection's dynamic table, chained behind the older values of
+    // the same name, and compares the next response's value with every entry of that chain
+    // (the `Date` chain grows by one a second until eviction, ~60 entries). Marked
+    // sensitive, they are sent as never-indexed literals with no table walk: −2.1% (request
+    // id) and −2.9% (`Date`) CPU per HTTP/2 request (bench/edge/ab.sh, MODE=h2), and −1.8%
+    // more for validators and lengths when responses differ (FILES=100). HTTP/1 ignores it.
     let mut rid = ctx.request_id.clone();
     rid.set_sensitive(true);
     h.insert(snap.request_id_header.clone(), rid);
-    if ctx.version == Version::HTTP_2
-        && let Some(d) = h.get_mut(header::DATE)
-    {
-        d.set_sensitive(true);
+    if ctx.version == Version::HTTP_2 {
+        for name in [
+            header::DATE,
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::CONTENT_LENGTH,
+        ] {
+            if let Some(v) = h.get_mut(name) {
+                v.set_sensitive(true);
+            }
+        }
     }
     if ctx.info.scheme == Scheme::Https
         && let Some(hsts) = &snap.hsts
