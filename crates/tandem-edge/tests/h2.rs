@@ -1,7 +1,8 @@
 //! HTTP/2 at the edge with real clients (reqwest over TLS, the h2 crate's client over
 //! prior knowledge, raw frames): bodies both ways past the flow-control windows, many
 //! streams at once on one connection, a client's reset cancelling the origin exchange,
-//! keep-alive pings closing a connection whose peer stopped answering, and malformed
+//! keep-alive pings for silent peers only, closing a connection whose peer stopped
+//! answering, and malformed
 //! frames ending a connection with GOAWAY while the edge keeps serving.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -234,6 +235,79 @@ async fn an_unanswered_keep_alive_ping_closes_the_connection() {
         "{:?}",
         started.elapsed()
     );
+    edge.stop().await;
+}
+
+/// A client that keeps sending frames is not pinged; once it falls silent it is, within two
+/// keep-alive intervals (the vendored hyper notes reads with a flag and folds them into the
+/// keep-alive clock only when its timer fires: third_party/hyper/TANDEM-PATCH.md).
+#[tokio::test]
+async fn a_talking_client_is_not_pinged_and_a_silent_one_is() {
+    let a = Origin::start("a").await;
+    // idle 1 s: a ping after 0.5 s without frames (at most 1 s with the patch).
+    let edge = TestEdge::start(&serve_all(a.addr, "[edge.timeouts]\nidle = \"1s\""), APP).await;
+    let s = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = tokio::spawn({
+        let got = got.clone();
+        async move {
+            let mut buf = [0u8; 16384];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                got.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    // Preface, empty SETTINGS, ACK of the server's SETTINGS.
+    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0\0\0\0\x04\x01\0\0\0\0")
+        .await
+        .unwrap();
+    // GET / for app.example.com: static-table :method GET, :scheme http, :path /, and
+    // :authority as a literal without indexing.
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 15];
+    block.extend_from_slice(b"app.example.com");
+    let requests = 16u32;
+    let mut last_frame = std::time::Instant::now();
+    for i in 0..requests {
+        let mut frame = vec![0, 0, block.len() as u8, 0x1, 0x5];
+        frame.extend_from_slice(&(2 * i + 1).to_be_bytes());
+        frame.extend_from_slice(&block);
+        wr.write_all(&frame).await.unwrap();
+        last_frame = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // 2.4 s of talking, almost five keep-alive intervals: no PING.
+    let talked = got.lock().unwrap().clone();
+    let types = frame_types(&talked);
+    assert!(!types.contains(&0x6), "pinged while talking: {types:?}");
+    assert_eq!(
+        types.iter().filter(|t| **t == 0x1).count(),
+        requests as usize,
+        "one HEADERS answer per request: {types:?}"
+    );
+    // Silence: a PING within two intervals (and some slack for a slow runner).
+    let silent = std::time::Instant::now();
+    let pinged = loop {
+        let now = got.lock().unwrap().clone();
+        if frame_types(&now[talked.len()..]).contains(&0x6) {
+            break true;
+        }
+        if silent.elapsed() > Duration::from_secs(4) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(pinged, "no PING after the client fell silent");
+    // Not before one interval of silence.
+    let quiet = last_frame.elapsed();
+    assert!(quiet >= Duration::from_millis(450), "{quiet:?}");
+    drop(wr);
+    reader.abort();
     edge.stop().await;
 }
 

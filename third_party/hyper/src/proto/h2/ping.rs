@@ -22,6 +22,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{self, Poll};
 use std::time::{Duration, Instant};
@@ -71,15 +72,20 @@ pub(super) fn channel(ping_pong: PingPong, config: Config, timer: Time) -> (Reco
 
     let last_read_at = keep_alive.as_ref().map(|_| now);
 
-    let shared = Arc::new(Mutex::new(Shared {
-        bytes,
-        last_read_at,
-        is_keep_alive_timed_out: false,
-        ping_pong,
-        ping_sent_at: None,
-        next_bdp_at,
-        timer,
-    }));
+    let shared = Arc::new(Shared {
+        read: AtomicBool::new(false),
+        keep_alive: keep_alive.is_some(),
+        bdp: bdp.is_some(),
+        locked: Mutex::new(Locked {
+            bytes,
+            last_read_at,
+            is_keep_alive_timed_out: false,
+            ping_pong,
+            ping_sent_at: None,
+            next_bdp_at,
+            timer,
+        }),
+    });
 
     (
         Recorder {
@@ -107,16 +113,30 @@ pub(super) struct Config {
 
 #[derive(Clone)]
 pub(crate) struct Recorder {
-    shared: Option<Arc<Mutex<Shared>>>,
+    shared: Option<Arc<Shared>>,
 }
 
 pub(super) struct Ponger {
     bdp: Option<Bdp>,
     keep_alive: Option<KeepAlive>,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Shared>,
 }
 
+// Tandem patch (see TANDEM-PATCH.md): a frame read no longer takes the mutex and reads the
+// clock. It sets `read`, and keep-alive folds that into `last_read_at` (reading the clock
+// once) when its timer fires. The keep-alive ping therefore goes out between one and two
+// intervals after the last frame instead of exactly one.
 struct Shared {
+    /// Set by the recorders on every frame read while keep-alive is on.
+    read: AtomicBool,
+    /// Whether keep-alive is on (fixed at creation).
+    keep_alive: bool,
+    /// Whether BDP is on (fixed at creation).
+    bdp: bool,
+    locked: Mutex<Locked>,
+}
+
+struct Locked {
     ping_pong: PingPong,
     ping_sent_at: Option<Instant>,
 
@@ -197,9 +217,12 @@ impl Recorder {
             return;
         };
 
-        let mut locked = shared.lock().panic_if_poisoned();
+        shared.note_read();
+        if !shared.bdp {
+            return;
+        }
 
-        locked.update_last_read_at();
+        let mut locked = shared.locked.lock().panic_if_poisoned();
 
         // are we ready to send another bdp ping?
         // if not, we don't need to record bytes either
@@ -225,15 +248,9 @@ impl Recorder {
     }
 
     pub(crate) fn record_non_data(&self) {
-        let shared = if let Some(shared) = &self.shared {
-            shared
-        } else {
-            return;
-        };
-
-        let mut locked = shared.lock().panic_if_poisoned();
-
-        locked.update_last_read_at();
+        if let Some(shared) = &self.shared {
+            shared.note_read();
+        }
     }
 
     /// If the incoming stream is already closed, convert self into
@@ -249,7 +266,7 @@ impl Recorder {
 
     pub(super) fn ensure_not_timed_out(&self) -> crate::Result<()> {
         if let Some(shared) = &self.shared {
-            let locked = shared.lock().panic_if_poisoned();
+            let locked = shared.locked.lock().panic_if_poisoned();
             if locked.is_keep_alive_timed_out {
                 return Err(KeepAliveTimedOut.crate_error());
             }
@@ -264,11 +281,26 @@ impl Recorder {
 
 impl Ponger {
     pub(super) fn poll(&mut self, cx: &mut task::Context<'_>) -> Poll<Ponged> {
-        let mut locked = self.shared.lock().panic_if_poisoned();
+        // Tandem patch: without BDP, only keep-alive sends pings, so while its timer is
+        // scheduled and has not fired there is nothing to do: no lock, no clock.
+        if !self.shared.bdp {
+            if let Some(ka) = &mut self.keep_alive {
+                if let KeepAliveState::Scheduled(..) = ka.state {
+                    if Pin::new(&mut ka.sleep).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+
+        let mut locked = self.shared.locked.lock().panic_if_poisoned();
         let now = locked.timer.now(); // hoping this is fine to move within the lock
         let is_idle = self.is_idle();
 
         if let Some(ka) = &mut self.keep_alive {
+            if self.shared.read.swap(false, Ordering::Relaxed) {
+                locked.last_read_at = Some(now);
+            }
             ka.maybe_schedule(is_idle, &locked);
             ka.maybe_ping(cx, is_idle, &mut locked);
         }
@@ -331,6 +363,18 @@ impl Ponger {
 // ===== impl Shared =====
 
 impl Shared {
+    fn note_read(&self) {
+        // Load first: the flag is usually set already, and a load leaves the cache line
+        // shared.
+        if self.keep_alive && !self.read.load(Ordering::Relaxed) {
+            self.read.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+// ===== impl Locked =====
+
+impl Locked {
     fn send_ping(&mut self) {
         match self.ping_pong.send_ping(Ping::opaque()) {
             Ok(()) => {
@@ -432,7 +476,7 @@ fn seconds(dur: Duration) -> f64 {
 // ===== impl KeepAlive =====
 
 impl KeepAlive {
-    fn maybe_schedule(&mut self, is_idle: bool, shared: &Shared) {
+    fn maybe_schedule(&mut self, is_idle: bool, shared: &Locked) {
         match self.state {
             KeepAliveState::Init => {
                 if !self.while_idle && is_idle {
@@ -451,13 +495,13 @@ impl KeepAlive {
         }
     }
 
-    fn schedule(&mut self, shared: &Shared) {
+    fn schedule(&mut self, shared: &Locked) {
         let interval = shared.last_read_at() + self.interval;
         self.state = KeepAliveState::Scheduled(interval);
         self.timer.reset(&mut self.sleep, interval);
     }
 
-    fn maybe_ping(&mut self, cx: &mut task::Context<'_>, is_idle: bool, shared: &mut Shared) {
+    fn maybe_ping(&mut self, cx: &mut task::Context<'_>, is_idle: bool, shared: &mut Locked) {
         match self.state {
             KeepAliveState::Scheduled(at) => {
                 if Pin::new(&mut self.sleep).poll(cx).is_pending() {
