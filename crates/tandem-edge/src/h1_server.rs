@@ -23,12 +23,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
 use crate::body::{BoxBody, ClientBody};
 use crate::h1::{self, ParsedRequest, ResponseFraming};
 use crate::proxy::ConnInfo;
+use crate::stop::Stop;
 
 /// Frames at least this large are written from their own buffer, not copied into ours.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -46,7 +46,7 @@ pub(crate) async fn serve<S>(
     inner: &Arc<Inner>,
     info: &ConnInfo,
     mut io: S,
-    cancel: &CancellationToken,
+    stop: &Stop,
 ) -> Ended<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -58,7 +58,7 @@ where
         (l.max_header_bytes.max(8192) + 1024, l.max_headers)
     };
     // One registration for the connection's life, not one per request.
-    let mut stop = std::pin::pin!(cancel.cancelled());
+    let mut stopped = std::pin::pin!(stop.wait());
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let mut wbuf: Vec<u8> = Vec::with_capacity(8 * 1024);
     loop {
@@ -78,7 +78,7 @@ where
                 tokio::select! {
                     biased;
                     r = io.read_buf(&mut rbuf) => r,
-                    () = &mut stop => return Ended::Closed,
+                    () = &mut stopped => return Ended::Closed,
                 }
             } else {
                 io.read_buf(&mut rbuf).await
@@ -94,7 +94,7 @@ where
             Ok(r) => r,
             Err(never) => match never {},
         };
-        let keep_alive = !close && !cancel.is_cancelled();
+        let keep_alive = !close && !stop.is_fired();
         let (parts, mut body) = resp.into_parts();
         let head = h1::encode_response_head(
             &mut wbuf,

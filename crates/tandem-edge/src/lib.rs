@@ -43,6 +43,7 @@ pub mod route;
 pub mod rules;
 mod server;
 pub mod status;
+mod stop;
 pub mod tls;
 pub mod waf;
 pub mod watch;
@@ -463,13 +464,24 @@ impl Edge {
                 }
             }
         };
+        // The listeners and their connections watch `stop`, which this task fires when
+        // `cancel` is (one atomic load per check on the data path: `stop.rs`).
+        let stop = Arc::new(stop::Stop::default());
+        {
+            let stop = stop.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                cancel.cancelled().await;
+                stop.fire();
+            });
+        }
         for l in listeners.https {
             if let Some(acceptor) = tls.clone() {
                 tracker.spawn(server::accept_loop(
                     self.inner.clone(),
                     l,
                     Some(acceptor),
-                    cancel.clone(),
+                    stop.clone(),
                 ));
             }
         }
@@ -478,7 +490,7 @@ impl Edge {
                 self.inner.clone(),
                 l,
                 None,
-                cancel.clone(),
+                stop.clone(),
             ));
         }
         cancel.cancelled().await;

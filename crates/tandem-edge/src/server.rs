@@ -15,7 +15,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
 use crate::body::ClientBody;
@@ -23,6 +22,7 @@ use crate::error::EdgeError;
 use crate::h1_server::{self, Ended, Rewound};
 use crate::headers::ClientNode;
 use crate::proxy::{ConnInfo, Scheme};
+use crate::stop::Stop;
 use crate::watch::{ClientIo, LastWords, Watch, Watched};
 
 /// Bind a listener with SO_REUSEADDR and a deep backlog.
@@ -71,7 +71,7 @@ pub(crate) async fn accept_loop(
     inner: Arc<Inner>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    cancel: CancellationToken,
+    stop: Arc<Stop>,
 ) {
     let local = listener.local_addr().ok();
     let max = inner.snapshot.load().cfg.limits.max_connections;
@@ -80,14 +80,14 @@ pub(crate) async fn accept_loop(
     tracing::info!(listen = ?local, tls = tls.is_some(), "edge listening");
     loop {
         let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
+            () = stop.wait() => break,
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
         let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
+            () = stop.wait() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -100,11 +100,11 @@ pub(crate) async fn accept_loop(
         };
         let inner2 = inner.clone();
         let tls = tls.clone();
-        let cancel = cancel.clone();
+        let stop = stop.clone();
         let builder = builder.clone();
         inner.tracker.spawn(async move {
             inner2.metrics.connections.inc();
-            serve_connection(&inner2, &builder, stream, peer, tls, cancel).await;
+            serve_connection(&inner2, &builder, stream, peer, tls, &stop).await;
             inner2.metrics.connections.dec();
             drop(permit);
         });
@@ -117,7 +117,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    cancel: CancellationToken,
+    stop: &Stop,
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream
@@ -132,7 +132,7 @@ async fn serve_connection(
     match tls {
         Some(acceptor) => {
             let tls_stream = tokio::select! {
-                _ = cancel.cancelled() => return,
+                () = stop.wait() => return,
                 r = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => match r {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -160,11 +160,11 @@ async fn serve_connection(
             };
             if h2 {
                 let b = builder.clone().http2_only();
-                drive(inner, &b, TokioIo::new(tls_stream), info, cancel, drain).await;
+                drive(inner, &b, TokioIo::new(tls_stream), info, stop, drain).await;
             } else {
                 let b = builder.clone().http1_only();
                 let io = ClientIo::new(tls_stream, info.watch.clone());
-                serve_h1(inner, &b, io, info, cancel, drain).await;
+                serve_h1(inner, &b, io, info, stop, drain).await;
             }
         }
         None => {
@@ -176,7 +176,7 @@ async fn serve_connection(
                 watch,
             };
             let io = ClientIo::new(stream, info.watch.clone());
-            serve_h1(inner, builder, io, info, cancel, drain).await;
+            serve_h1(inner, builder, io, info, stop, drain).await;
         }
     }
 }
@@ -189,22 +189,19 @@ async fn serve_h1<S>(
     builder: &auto::Builder<TokioExecutor>,
     io: ClientIo<S>,
     info: ConnInfo,
-    cancel: CancellationToken,
+    stop: &Stop,
     drain: std::time::Duration,
 ) where
     S: LastWords + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = info.client;
     let ended = {
-        let own = Watched::new(
-            h1_server::serve(inner, &info, io, &cancel),
-            info.watch.clone(),
-        );
+        let own = Watched::new(h1_server::serve(inner, &info, io, stop), info.watch.clone());
         tokio::pin!(own);
         tokio::select! {
             biased;
             r = own.as_mut() => r,
-            () = cancel.cancelled() => match tokio::time::timeout(drain, own.as_mut()).await {
+            () = stop.wait() => match tokio::time::timeout(drain, own.as_mut()).await {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::warn!(client = %client, "connection still busy after the drain timeout; closing it");
@@ -218,7 +215,7 @@ async fn serve_h1<S>(
         Some(Ended::Closed) => {}
         Some(Ended::Handover(io, read)) => {
             let io = TokioIo::new(Rewound::new(io, read));
-            drive(inner, builder, io, info, cancel, drain).await;
+            drive(inner, builder, io, info, stop, drain).await;
         }
     }
 }
@@ -228,7 +225,7 @@ async fn drive<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     info: ConnInfo,
-    cancel: CancellationToken,
+    stop: &Stop,
     drain: std::time::Duration,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -242,7 +239,7 @@ async fn drive<I>(
     });
     let conn = Watched::new(builder.serve_connection_with_upgrades(io, service), watch);
     tokio::pin!(conn);
-    // Biased: the connection is polled first and the cancellation only when the connection
+    // Biased: the connection is polled first and the stop signal only when the connection
     // is pending (the common case pays one branch fewer per wake-up).
     tokio::select! {
         biased;
@@ -253,7 +250,7 @@ async fn drive<I>(
             None => tracing::debug!(client = %client, "no request head in time; connection closed"),
             Some(Ok(())) => {}
         },
-        _ = cancel.cancelled() => {
+        () = stop.wait() => {
             conn.as_mut().conn().graceful_shutdown();
             match tokio::time::timeout(drain, conn.as_mut()).await {
                 Ok(_) => {}
