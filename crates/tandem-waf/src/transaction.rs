@@ -1554,12 +1554,11 @@ impl Transaction {
         if rs.tx_shortcut
             && let [t] = link.targets.as_slice()
             && t.var == Var::Tx
-            && !t.count
             && steps.is_empty()
             && !link.actions.multi_match
             && let (Key::Name(name), Some(id)) = (&t.key, t.tx_slot)
         {
-            return self.eval_tx_scalar(starter, link, name, id, arg);
+            return self.eval_tx_scalar(starter, link, name, id, t.count, arg);
         }
         let mut refs = std::mem::take(&mut self.refs_buf);
         refs.clear();
@@ -1656,22 +1655,36 @@ impl Transaction {
     }
 
     /// [`Transaction::eval_link`] for a link whose one target is a TX variable named
-    /// literally, untransformed (`TX:DETECTION_PARANOIA_LEVEL "@lt 2"`, the score checks):
-    /// CRS's paranoia-level gates alone are about 90 of the rules a request meets at PL1. The
-    /// same steps as the general path for its one value, without listing values first.
+    /// literally, untransformed (`TX:DETECTION_PARANOIA_LEVEL "@lt 2"`, the score checks), or
+    /// its count (`&TX:inbound_anomaly_score_threshold "@eq 0"`, the defaults of
+    /// REQUEST-901): CRS's paranoia-level gates alone are about 90 of the rules a request
+    /// meets at PL1, and the defaults another 20. The same steps as the general path for its
+    /// one value, without listing values first (and, for a count, without formatting it).
     fn eval_tx_scalar(
         &mut self,
         starter: &Rule,
         link: &Rule,
         name: &str,
         id: u32,
+        count: bool,
         arg: &[u8],
     ) -> bool {
-        if !self.no_exclusions(link) && self.excluded(link, Var::Tx, name.as_bytes()) {
-            return false;
-        }
-        let Some(v) = self.tx.get_id(id) else {
-            return false;
+        let excluded = !self.no_exclusions(link) && self.excluded(link, Var::Tx, name.as_bytes());
+        let v = if count {
+            // A literal name selects at most one variable.
+            if !excluded && self.tx.get_id(id).is_some() {
+                &b"1"[..]
+            } else {
+                &b"0"[..]
+            }
+        } else {
+            if excluded {
+                return false;
+            }
+            let Some(v) = self.tx.get_id(id) else {
+                return false;
+            };
+            v
         };
         self.op_calls += 1;
         let mut op_out = std::mem::take(&mut self.op_out);
