@@ -1566,6 +1566,8 @@ impl Transaction {
         let capture = link.actions.capture;
         let mut matched_any = false;
         let mut locs = std::mem::take(&mut self.union_locs);
+        // Taken once for the link, not once per value.
+        let mut op_out = std::mem::take(&mut self.op_out);
         for r in &refs {
             let key = if r.var.is_stable() {
                 r.cache_key()
@@ -1578,7 +1580,6 @@ impl Transaction {
             let hit: bool;
             {
                 self.op_calls += 1;
-                let mut op_out = std::mem::take(&mut self.op_out);
                 op_out.limit_exceeded = false;
                 let remote = self.d.remote_ip;
                 if link.actions.multi_match {
@@ -1633,7 +1634,7 @@ impl Transaction {
                         self.matched_var.extend_from_slice(v);
                     }
                 }
-                self.after_op(link, hit, op_out);
+                self.after_op(link, hit, &mut op_out);
             }
             if !hit {
                 continue;
@@ -1651,6 +1652,7 @@ impl Transaction {
         }
         self.refs_buf = refs;
         self.union_locs = locs;
+        self.op_out = op_out;
         matched_any
     }
 
@@ -1697,7 +1699,8 @@ impl Transaction {
             self.matched_var.clear();
             self.matched_var.extend_from_slice(v);
         }
-        self.after_op(link, hit, op_out);
+        self.after_op(link, hit, &mut op_out);
+        self.op_out = op_out;
         if !hit {
             return false;
         }
@@ -1713,7 +1716,7 @@ impl Transaction {
 
     /// After an operator ran: the backtracking limit's flag, the capture groups of a match,
     /// and the output buffers back for the next call.
-    fn after_op(&mut self, link: &Rule, hit: bool, mut op_out: OpOutput) {
+    fn after_op(&mut self, link: &Rule, hit: bool, op_out: &mut OpOutput) {
         if op_out.limit_exceeded {
             self.limit_exceeded = true;
             self.tx.set("msc_pcre_limits_exceeded", b"1");
@@ -1726,7 +1729,6 @@ impl Transaction {
             }
         }
         op_out.captures.clear();
-        self.op_out = op_out;
     }
 
     fn run_effects(&mut self, starter: &Rule, link: &Rule) {
