@@ -13,6 +13,15 @@ use std::time::Instant;
 use tandem_waf::transaction::{RequestHead, Transaction};
 
 fn head(method: &str, uri: &str, extra: &[(&str, &str)]) -> RequestHead {
+    head_with(
+        method,
+        uri,
+        "session=8f14e45fceea167a5a36dedd4bea2543; theme=dark",
+        extra,
+    )
+}
+
+fn head_with(method: &str, uri: &str, cookie: &str, extra: &[(&str, &str)]) -> RequestHead {
     let mut headers = vec![
         ("Host", "shop.example.com"),
         (
@@ -25,10 +34,7 @@ fn head(method: &str, uri: &str, extra: &[(&str, &str)]) -> RequestHead {
         ),
         ("Accept-Language", "en-US,en;q=0.9"),
         ("Accept-Encoding", "gzip, deflate, br"),
-        (
-            "Cookie",
-            "session=8f14e45fceea167a5a36dedd4bea2543; theme=dark",
-        ),
+        ("Cookie", cookie),
     ];
     headers.extend_from_slice(extra);
     RequestHead {
@@ -66,25 +72,44 @@ fn main() {
     if std::env::var("TANDEM_WAF_PREFILTER").as_deref() == Ok("0") {
         rs.set_literal_prefilter(false);
     }
+    // TANDEM_WAF_SCAN_MEMO=0: without the prefilter's per-thread scan memo.
+    if std::env::var("TANDEM_WAF_SCAN_MEMO").as_deref() == Ok("0") {
+        rs.set_scan_memo(false);
+    }
     let rs = Arc::new(rs);
     println!(
         "prefilter: {:?} (links, with a prefilter, decided per rule); literals {:?}",
         rs.prefilter_stats(),
         rs.prefilter_literals()
     );
-    let cases: Vec<(&str, RequestHead, Vec<u8>)> = vec![
-        ("GET benign", head("GET", "/products/list?page=2&sort=price&q=blue+shoes", &[]), Vec::new()),
+    // The benign GET with a session id and a search term of its own, 1024 variants in turn:
+    // what the literal prefilter's per-thread memo (which answers values it saw recently)
+    // cannot answer; the headers still repeat, as a browser's do.
+    let varied: Vec<RequestHead> = (0..1024u32)
+        .map(|i| {
+            let cookie = format!(
+                "session={:08x}{:08x}; theme=dark",
+                i.wrapping_mul(2_654_435_761),
+                i ^ 0x5bd1_e995
+            );
+            let uri = format!("/products/list?page=2&sort=price&q=blue+shoes+{i}");
+            head_with("GET", &uri, &cookie, &[])
+        })
+        .collect();
+    let cases: Vec<(&str, Vec<RequestHead>, Vec<u8>)> = vec![
+        ("GET benign", vec![head("GET", "/products/list?page=2&sort=price&q=blue+shoes", &[])], Vec::new()),
+        ("GET varied", varied, Vec::new()),
         (
             "POST form",
-            head("POST", "/checkout", &[("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", "80")]),
+            vec![head("POST", "/checkout", &[("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", "80")])],
             b"name=Jane+Doe&email=jane%40example.com&address=12+Main+St&city=Springfield&zip=12345".to_vec(),
         ),
         (
             "POST json",
-            head("POST", "/api/orders", &[("Content-Type", "application/json"), ("Content-Length", "90")]),
+            vec![head("POST", "/api/orders", &[("Content-Type", "application/json"), ("Content-Length", "90")])],
             br#"{"items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"coupon":"SPRING","note":"leave at door"}"#.to_vec(),
         ),
-        ("GET attack", head("GET", "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--", &[]), Vec::new()),
+        ("GET attack", vec![head("GET", "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--", &[])], Vec::new()),
     ];
     // TANDEM_RESPONSE=1: also the response phases, as the edge runs them.
     let full = std::env::var("TANDEM_RESPONSE").as_deref() == Ok("1");
@@ -124,16 +149,18 @@ fn main() {
         let cpu = thread_cpu_ns();
         let mut k = 0u32;
         for i in 0..per_round {
-            let (_, h, body) = &cases[i as usize % cases.len()];
+            let (_, hs, body) = &cases[i as usize % cases.len()];
+            let h = &hs[(i as usize / cases.len()) % hs.len()];
             k = k.wrapping_add(run(h, body));
         }
         std::hint::black_box(k);
         mixed = mixed.min((thread_cpu_ns() - cpu) / u64::from(per_round));
-        for (ci, (_, h, body)) in cases.iter().enumerate() {
+        for (ci, (_, hs, body)) in cases.iter().enumerate() {
             let t = Instant::now();
             let cpu = thread_cpu_ns();
             let mut blocked = 0;
-            for _ in 0..per_round {
+            for i in 0..per_round {
+                let h = &hs[i as usize % hs.len()];
                 let mut tx = Transaction::new(rs.clone(), h);
                 tx.process_request_headers();
                 if tx.interruption().is_none() {

@@ -15,6 +15,8 @@
 //! (look-around, back-references, large classes, repetitions that may be empty) means "no
 //! prefilter": the rule always runs.
 
+use std::hash::BuildHasher;
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
@@ -369,6 +371,43 @@ pub struct LiteralTable {
     bits: Box<[u32]>,
     /// Words in a scan's bit set.
     words: usize,
+    /// This table's identity in the per-thread scan memo (0: not memoised).
+    memo_id: u64,
+    /// Whether scans use the memo.
+    memo: bool,
+}
+
+/// Tables built so far in this process, for [`LiteralTable`]'s `memo_id`.
+static TABLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Values longer than this are scanned every time (request bodies, long cookies): the memo
+/// is for the short values that recur from request to request, header values above all.
+const MEMO_MAX_VALUE: usize = 256;
+/// Slots in each thread's memo (direct-mapped by a hash of the value).
+const MEMO_SLOTS: usize = 512;
+
+/// One thread's memo of recent scans: `slots[hash(value) % MEMO_SLOTS]` holds the last
+/// value scanned into that slot, by which table, and what the scan found. The value is
+/// compared in full on lookup, so a hash collision costs a scan, never a wrong answer.
+struct ScanMemo {
+    hasher: foldhash::fast::RandomState,
+    slots: Vec<MemoSlot>,
+}
+
+#[derive(Default)]
+struct MemoSlot {
+    /// The table's `memo_id`; 0 = empty.
+    table: u64,
+    value: Vec<u8>,
+    bytes: ByteSet,
+    bits: Vec<u64>,
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo {
+        hasher: foldhash::fast::RandomState::default(),
+        slots: std::iter::repeat_with(MemoSlot::default).take(MEMO_SLOTS).collect(),
+    });
 }
 
 /// Interns literals while rules are compiled, then builds the table.
@@ -440,6 +479,8 @@ impl LiteralInterner {
             starts: starts.into_boxed_slice(),
             bits: bits.into_boxed_slice(),
             words: self.lists.len().div_ceil(64),
+            memo_id: TABLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            memo: true,
         })
     }
 }
@@ -463,15 +504,55 @@ impl LiteralTable {
         )
     }
 
+    /// Use the per-thread scan memo (on by default) or not.
+    pub fn set_memo(&mut self, on: bool) {
+        self.memo = on;
+    }
+
     /// Words in the bit set [`LiteralTable::scan`] fills.
     pub fn words(&self) -> usize {
         self.words
     }
 
     /// Scan `hay`: returns which bytes occur, and sets in `bits` (at least
-    /// [`LiteralTable::words`] long) the bit of every literal list one of whose literals
-    /// occurs.
+    /// [`LiteralTable::words`] long, all zero) the bit of every literal list one of whose
+    /// literals occurs.
+    ///
+    /// A value of up to 256 bytes that this thread scanned recently with this table is
+    /// answered from a per-thread memo: header values, cookie flags and common arguments
+    /// recur from request to request, and the automaton walk is the largest single cost of
+    /// a benign request. The memo holds 512 values per thread, direct-mapped by a keyed
+    /// hash and compared in full.
     pub fn scan(&self, hay: &[u8], bits: &mut [u64]) -> ByteSet {
+        if !self.memo || self.memo_id == 0 || hay.len() > MEMO_MAX_VALUE || bits.len() < self.words
+        {
+            return self.scan_uncached(hay, bits);
+        }
+        debug_assert!(bits[..self.words].iter().all(|w| *w == 0));
+        MEMO.with(|m| {
+            let Ok(mut m) = m.try_borrow_mut() else {
+                return self.scan_uncached(hay, bits);
+            };
+            let m = &mut *m;
+            let i = (m.hasher.hash_one(hay) as usize) % MEMO_SLOTS;
+            let slot = &mut m.slots[i];
+            if slot.table == self.memo_id && slot.value == hay {
+                bits[..self.words].copy_from_slice(&slot.bits);
+                return slot.bytes;
+            }
+            let bytes = self.scan_uncached(hay, bits);
+            slot.table = self.memo_id;
+            slot.value.clear();
+            slot.value.extend_from_slice(hay);
+            slot.bits.clear();
+            slot.bits.extend_from_slice(&bits[..self.words]);
+            slot.bytes = bytes;
+            bytes
+        })
+    }
+
+    /// [`LiteralTable::scan`] without the memo.
+    pub fn scan_uncached(&self, hay: &[u8], bits: &mut [u64]) -> ByteSet {
         let mut bytes: ByteSet = [0; 4];
         for &b in hay {
             byte_set_add(&mut bytes, b);
@@ -550,6 +631,43 @@ mod tests {
             let mut bits = vec![0u64; table.words()];
             let bytes = table.scan(hay.as_bytes(), &mut bits);
             assert!(req.may_match(&bytes, &bits), "{p} on {hay:?}: {set:?}");
+        }
+    }
+
+    /// A table over a few overlapping literals, each in its own list (one bit each).
+    fn table(words: &[&str]) -> LiteralTable {
+        let mut i = LiteralInterner::default();
+        for w in words {
+            i.required(&[w.as_bytes().to_vec()]);
+        }
+        i.build().expect("builds")
+    }
+
+    #[test]
+    fn the_scan_memo_answers_what_a_scan_does() {
+        let a = table(&["select", "union", "../", "<script", "on", "ab"]);
+        let b = table(&["select", "etc/passwd", "ab"]);
+        // More values than slots (collisions and evictions), each asked several times, by
+        // two tables (the same value gives each table its own answer).
+        let values: Vec<Vec<u8>> = (0..3000u32)
+            .map(|n| match n % 5 {
+                0 => format!("UNION select {n}").into_bytes(),
+                1 => format!("../../etc/passwd/{n}").into_bytes(),
+                2 => format!("<ScRiPt>{n}").into_bytes(),
+                3 => vec![b'a' + (n % 26) as u8; (n % 300) as usize],
+                _ => format!("value {n} ab").into_bytes(),
+            })
+            .collect();
+        for round in 0..3 {
+            for (k, v) in values.iter().enumerate() {
+                for t in [&a, &b] {
+                    let mut got = vec![0u64; t.words()];
+                    let mut want = vec![0u64; t.words()];
+                    let gb = t.scan(v, &mut got);
+                    let wb = t.scan_uncached(v, &mut want);
+                    assert_eq!((gb, &got), (wb, &want), "round {round}, value {k}");
+                }
+            }
         }
     }
 }

@@ -233,6 +233,12 @@ impl RuleSet {
         self.tx_shortcut = on;
     }
 
+    /// Turn the literal prefilter's per-thread scan memo off or on (on by default; see
+    /// [`LiteralTable::scan`]). Off scans every value, to measure what the memo saves.
+    pub fn set_scan_memo(&mut self, on: bool) {
+        self.literals.set_memo(on);
+    }
+
     /// Number of distinct multi-byte literals the prefilter scans for, and the matcher used.
     pub fn prefilter_literals(&self) -> (usize, String) {
         (self.literals.len(), self.literals.kind())
