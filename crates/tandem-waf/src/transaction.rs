@@ -17,7 +17,7 @@ use crate::body::{self, Pairs};
 use crate::operator::{OpOutput, atoi};
 use crate::prefilter::{ByteSet, LiteralTable, Required, bytes_intersect};
 use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, Effect, EngineMode, Rule, SetOp};
-use crate::ruleset::{Item, RuleSet};
+use crate::ruleset::{Hot, Item, RuleSet};
 use crate::template::Template;
 use crate::transform::Transform;
 use crate::txvars::TxStore;
@@ -1021,14 +1021,27 @@ impl Transaction {
 
     /// Whether the literal prefilter lets `rule` through: some value of some target, with the
     /// rule's transformations, contains one of its literals.
+    /// [`Transaction::prefilter_passes`] from the rule's [`Hot`] copy when its union is
+    /// known (the rule is only visited to compute one).
+    fn prefilter_passes_hot(&mut self, rs: &RuleSet, h: &Hot, item: &Item) -> bool {
+        if let Some(&u) = self.scans.by_set.get(&h.set_key) {
+            let rec = &self.scans.recs[u as usize];
+            let from = rec.bits as usize;
+            return h.may_match(&rec.bytes, &self.scans.pool[from..from + self.scans.words]);
+        }
+        match item {
+            Item::Rule(rule) => self.prefilter_passes(rs, rule),
+            Item::Marker(_) => true,
+        }
+    }
+
     fn prefilter_passes(&mut self, rs: &RuleSet, rule: &Rule) -> bool {
         let Some(req) = &rule.prefilter else {
             return true;
         };
         let all_steps = rule.actions.multi_match;
         // Rules with the same targets and transformations share one union.
-        let key =
-            u64::from(rule.target_set) << 32 | u64::from(rule.tchain) << 1 | u64::from(all_steps);
+        let key = crate::ruleset::Hot::set_key(rule);
         let u = match self.scans.by_set.get(&key) {
             Some(&u) => u,
             None => {
@@ -1384,9 +1397,22 @@ impl Transaction {
         let start = Instant::now();
         let rs = self.rs.clone();
         let items = rs.phase(phase);
+        let hot = rs.hot(phase);
+        debug_assert_eq!(items.len(), hot.len());
         let mut i = 0;
         let mut since_check = 0u32;
         while i < items.len() {
+            // Decided on `hot` first: a rule the prefilter refuses is never visited.
+            let h = &hot[i];
+            if !h.is_rule {
+                i += 1;
+                continue;
+            }
+            if rs.prefilter_enabled && h.decided && !self.prefilter_passes_hot(&rs, h, &items[i]) {
+                self.prefiltered += 1;
+                i += 1;
+                continue;
+            }
             let Item::Rule(rule) = &items[i] else {
                 i += 1;
                 continue;
