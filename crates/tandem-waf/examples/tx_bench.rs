@@ -76,6 +76,14 @@ fn main() {
     if std::env::var("TANDEM_WAF_SCAN_MEMO").as_deref() == Ok("0") {
         rs.set_scan_memo(false);
     }
+    // TANDEM_WAF_CHAIN_MEMO=0: without the per-thread memo of transformation chains.
+    if std::env::var("TANDEM_WAF_CHAIN_MEMO").as_deref() == Ok("0") {
+        rs.set_chain_memo(false);
+    }
+    // TANDEM_WAF_OP_MEMO=0: without the per-thread operator memo.
+    if std::env::var("TANDEM_WAF_OP_MEMO").as_deref() == Ok("0") {
+        rs.set_op_memo(false);
+    }
     let rs = Arc::new(rs);
     println!(
         "prefilter: {:?} (links, with a prefilter, decided per rule); literals {:?}",

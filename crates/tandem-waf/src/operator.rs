@@ -237,6 +237,23 @@ impl Operator {
         Ok(op)
     }
 
+    /// Whether the result depends on the input bytes alone and costs enough to remember
+    /// across transactions (regexes, phrase sets, libinjection, the validators): see the
+    /// transaction's operator memo. Templated arguments, `@ipMatch` (which may read the
+    /// client address) and the cheap comparisons are not.
+    pub fn memoisable(&self) -> bool {
+        matches!(
+            self.kind,
+            OpKind::Rx(_)
+                | OpKind::Pm(_)
+                | OpKind::DetectSqli
+                | OpKind::DetectXss
+                | OpKind::ValidateByteRange(_)
+                | OpKind::ValidateUrlEncoding
+                | OpKind::ValidateUtf8Encoding
+        )
+    }
+
     /// The template to expand before [`Operator::exec`], if the argument has macros.
     pub fn template(&self) -> Option<&Template> {
         match &self.kind {

@@ -15,8 +15,6 @@
 //! (look-around, back-references, large classes, repetitions that may be empty) means "no
 //! prefilter": the rule always runs.
 
-use std::hash::BuildHasher;
-
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
@@ -377,37 +375,19 @@ pub struct LiteralTable {
     memo: bool,
 }
 
-/// Tables built so far in this process, for [`LiteralTable`]'s `memo_id`.
-static TABLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// Values longer than this are scanned every time (request bodies, long cookies): the memo
-/// is for the short values that recur from request to request, header values above all.
-const MEMO_MAX_VALUE: usize = 256;
-/// Slots in each thread's memo (direct-mapped by a hash of the value).
+/// Slots in each thread's scan memo.
 const MEMO_SLOTS: usize = 512;
 
-/// One thread's memo of recent scans: `slots[hash(value) % MEMO_SLOTS]` holds the last
-/// value scanned into that slot, by which table, and what the scan found. The value is
-/// compared in full on lookup, so a hash collision costs a scan, never a wrong answer.
-struct ScanMemo {
-    hasher: foldhash::fast::RandomState,
-    slots: Vec<MemoSlot>,
-}
-
+/// What a scan found: the bytes present and the literal-list bits.
 #[derive(Default)]
-struct MemoSlot {
-    /// The table's `memo_id`; 0 = empty.
-    table: u64,
-    value: Vec<u8>,
+struct Found {
     bytes: ByteSet,
     bits: Vec<u64>,
 }
 
 thread_local! {
-    static MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo {
-        hasher: foldhash::fast::RandomState::default(),
-        slots: std::iter::repeat_with(MemoSlot::default).take(MEMO_SLOTS).collect(),
-    });
+    static MEMO: std::cell::RefCell<crate::memo::Memo<Found>> =
+        std::cell::RefCell::new(crate::memo::Memo::new(MEMO_SLOTS));
 }
 
 /// Interns literals while rules are compiled, then builds the table.
@@ -479,7 +459,7 @@ impl LiteralInterner {
             starts: starts.into_boxed_slice(),
             bits: bits.into_boxed_slice(),
             words: self.lists.len().div_ceil(64),
-            memo_id: TABLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            memo_id: crate::memo::new_owner(),
             memo: true,
         })
     }
@@ -524,7 +504,10 @@ impl LiteralTable {
     /// a benign request. The memo holds 512 values per thread, direct-mapped by a keyed
     /// hash and compared in full.
     pub fn scan(&self, hay: &[u8], bits: &mut [u64]) -> ByteSet {
-        if !self.memo || self.memo_id == 0 || hay.len() > MEMO_MAX_VALUE || bits.len() < self.words
+        if !self.memo
+            || self.memo_id == 0
+            || hay.len() > crate::memo::MAX_VALUE
+            || bits.len() < self.words
         {
             return self.scan_uncached(hay, bits);
         }
@@ -533,20 +516,15 @@ impl LiteralTable {
             let Ok(mut m) = m.try_borrow_mut() else {
                 return self.scan_uncached(hay, bits);
             };
-            let m = &mut *m;
-            let i = (m.hasher.hash_one(hay) as usize) % MEMO_SLOTS;
-            let slot = &mut m.slots[i];
-            if slot.table == self.memo_id && slot.value == hay {
-                bits[..self.words].copy_from_slice(&slot.bits);
-                return slot.bytes;
+            if let Some(f) = m.get(self.memo_id, 0, hay) {
+                bits[..self.words].copy_from_slice(&f.bits);
+                return f.bytes;
             }
             let bytes = self.scan_uncached(hay, bits);
-            slot.table = self.memo_id;
-            slot.value.clear();
-            slot.value.extend_from_slice(hay);
-            slot.bits.clear();
-            slot.bits.extend_from_slice(&bits[..self.words]);
-            slot.bytes = bytes;
+            let f = m.claim(self.memo_id, 0, hay);
+            f.bytes = bytes;
+            f.bits.clear();
+            f.bits.extend_from_slice(&bits[..self.words]);
             bytes
         })
     }

@@ -554,6 +554,8 @@ pub struct Rule {
     pub target_set: u32,
     /// Where `skipAfter` continues in this rule's phase (set at load).
     pub skip_after_index: Option<usize>,
+    /// This link's number in its rule set (set at load; the operator memo's key).
+    pub link_no: u32,
 }
 
 impl Rule {

@@ -77,6 +77,8 @@ pub struct TransformTrie {
     /// Per node: the bytes without which the whole chain leaves a value unchanged (`None`
     /// when some step may change any value).
     triggers: Vec<Option<ByteSet>>,
+    /// This trie's identity in the per-thread chain memo (0: not memoised).
+    pub(crate) memo_id: u64,
 }
 
 impl TransformTrie {
@@ -86,6 +88,7 @@ impl TransformTrie {
             index: HashMap::new(),
             paths: vec![Vec::new()],
             triggers: vec![Some([0; 4])],
+            memo_id: crate::memo::new_owner(),
         }
     }
 
@@ -218,6 +221,11 @@ pub struct RuleSet {
     /// Whether links on one literally named TX variable take their shortcut (see
     /// [`RuleSet::set_tx_shortcut`]).
     pub(crate) tx_shortcut: bool,
+    /// Whether transactions use the per-thread memo of transformation chains (see
+    /// [`RuleSet::set_chain_memo`]).
+    pub(crate) chain_memo: bool,
+    /// Whether transactions use the per-thread operator memo (see [`RuleSet::set_op_memo`]).
+    pub(crate) op_memo: bool,
     /// Engine settings.
     pub settings: Settings,
 }
@@ -299,6 +307,20 @@ impl RuleSet {
     /// [`LiteralTable::scan`]). Off scans every value, to measure what the memo saves.
     pub fn set_scan_memo(&mut self, on: bool) {
         self.literals.set_memo(on);
+    }
+
+    /// Turn the per-thread memo of transformation chains off or on (on by default): a value
+    /// of up to 256 bytes that a chain transformed on this thread recently gets the output
+    /// remembered. Off runs every chain, to measure what the memo saves.
+    pub fn set_chain_memo(&mut self, on: bool) {
+        self.chain_memo = on;
+    }
+
+    /// Turn the per-thread operator memo off or on (on by default): a rule link's regex,
+    /// phrase set, libinjection or validation result for a value of up to 256 bytes that it
+    /// saw recently on this thread is remembered. Off runs every operator.
+    pub fn set_op_memo(&mut self, on: bool) {
+        self.op_memo = on;
     }
 
     /// Number of distinct multi-byte literals the prefilter scans for, and the matcher used.
@@ -746,6 +768,7 @@ impl Loader {
             target_ids: Vec::new(),
             target_set: 0,
             skip_after_index: None,
+            link_no: 0,
         };
         pending_chain.push(rule);
         if has_chain {
@@ -917,6 +940,7 @@ impl Loader {
         ] {
             tx.intern(n);
         }
+        let mut links = 0u32;
         for i in self.live_rule_indices() {
             if let Some(r) = Arc::get_mut(&mut self.rules[i]) {
                 let p = usize::from(r.phase - 1);
@@ -928,6 +952,8 @@ impl Loader {
                 let mut link = Some(r);
                 while let Some(l) = link {
                     prepare_link(l, &mut literals, &mut targets, &mut sets);
+                    links += 1;
+                    l.link_no = links;
                     intern_tx(l, &mut tx);
                     link = l.chained.as_deref_mut();
                 }
@@ -962,6 +988,8 @@ impl Loader {
             tx_layout: Arc::new(tx),
             prefilter_enabled: true,
             tx_shortcut: true,
+            chain_memo: true,
+            op_memo: true,
         })
     }
 }

@@ -390,9 +390,72 @@ struct TCache {
     /// (`t:utf8toUnicode` changed nothing, then `t:urlDecodeUni`) share the step's result,
     /// its arena bytes, and so the prefilter's scan of them.
     memo: FastMap<(u8, u32, Loc, Transform), Loc>,
+    /// The rule set's trie in the per-thread [`CHAIN_MEMO`] (0: not used).
+    memo_owner: u64,
 }
 
 const CACHE_CLASSES: usize = 18;
+
+/// Slots in each thread's operator memo: a request meets a few hundred (link, value) pairs.
+const OP_MEMO_SLOTS: usize = 2048;
+
+thread_local! {
+    /// Each thread's memo of operator results on short values, by rule link (see
+    /// [`crate::memo`] and [`exec_op`]).
+    static OP_MEMO: std::cell::RefCell<crate::memo::Memo<bool>> =
+        std::cell::RefCell::new(crate::memo::Memo::new(OP_MEMO_SLOTS));
+}
+
+/// Run `link`'s operator on `v` (`owner` 0: without the memo). A value of up to 256 bytes
+/// that this link's operator saw recently on this thread is answered from [`OP_MEMO`] when
+/// the operator's result depends on the value alone ([`crate::operator::Operator::memoisable`]):
+/// the same user agent or cookie flag is not run through the same regex on every request.
+/// Not remembered: a match whose groups are captured (the groups are needed) and a search
+/// that hit the backtracking limit.
+fn exec_op(
+    owner: u64,
+    link: &Rule,
+    v: &[u8],
+    arg: &[u8],
+    capture: bool,
+    remote: Option<std::net::IpAddr>,
+    out: &mut OpOutput,
+) -> bool {
+    let memo = owner != 0 && v.len() <= crate::memo::MAX_VALUE && link.op.memoisable();
+    if memo
+        && let Some(r) = OP_MEMO.with(|m| {
+            m.try_borrow()
+                .ok()
+                .and_then(|m| m.get(owner, link.link_no, v).copied())
+        })
+        && !(r && capture)
+    {
+        return r;
+    }
+    let r = link.op.exec(v, arg, capture, remote, out);
+    if memo && !out.limit_exceeded && !(r && capture) {
+        OP_MEMO.with(|m| {
+            if let Ok(mut m) = m.try_borrow_mut() {
+                *m.claim(owner, link.link_no, v) = r;
+            }
+        });
+    }
+    r
+}
+
+/// Slots in each thread's chain memo.
+const CHAIN_MEMO_SLOTS: usize = 512;
+
+/// A chain's output for a value: whether it changed the value, and into what.
+type ChainOut = (bool, Vec<u8>);
+
+thread_local! {
+    /// Each thread's memo of whole transformation chains over short values (by the chain's
+    /// trie node): a header value that recurs is transformed once per thread, not once per
+    /// request (see [`crate::memo`]).
+    static CHAIN_MEMO: std::cell::RefCell<crate::memo::Memo<ChainOut>> =
+        std::cell::RefCell::new(crate::memo::Memo::new(CHAIN_MEMO_SLOTS));
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Loc {
@@ -435,16 +498,71 @@ impl TCache {
         base: &[u8],
         key: Option<(u8, u32)>,
         steps: &[(u16, Transform)],
-        mut locs: Option<&mut Vec<Loc>>,
+        locs: Option<&mut Vec<Loc>>,
     ) -> Loc {
-        let mut loc = Loc::Base;
         // The whole chain is usually cached already: one lookup instead of one per step.
         if locs.is_none()
             && let (Some((k, i)), Some(&(last, _))) = (key, steps.last())
-            && let Some(l) = self.lookup(k, i, last)
         {
-            return l;
+            if let Some(l) = self.lookup(k, i, last) {
+                return l;
+            }
+            if self.memo_owner != 0 && base.len() <= crate::memo::MAX_VALUE {
+                let l = match self.from_chain_memo(last, base) {
+                    Some(l) => l,
+                    None => {
+                        let l = self.run_steps(base, key, steps, None);
+                        self.to_chain_memo(last, base, l);
+                        l
+                    }
+                };
+                self.store(k, i, last, l);
+                return l;
+            }
         }
+        self.run_steps(base, key, steps, locs)
+    }
+
+    /// The chain's output for `base` from the thread's memo, copied into the arena.
+    fn from_chain_memo(&mut self, node: u16, base: &[u8]) -> Option<Loc> {
+        CHAIN_MEMO.with(|m| {
+            let m = m.try_borrow().ok()?;
+            let (changed, out) = m.get(self.memo_owner, u32::from(node), base)?;
+            if !changed {
+                return Some(Loc::Base);
+            }
+            let start = self.arena.len();
+            self.arena.extend_from_slice(out);
+            Some(Loc::Arena(start as u32, out.len() as u32))
+        })
+    }
+
+    fn to_chain_memo(&self, node: u16, base: &[u8], l: Loc) {
+        CHAIN_MEMO.with(|m| {
+            let Ok(mut m) = m.try_borrow_mut() else {
+                return;
+            };
+            let (changed, out) = m.claim(self.memo_owner, u32::from(node), base);
+            out.clear();
+            match l {
+                Loc::Base | Loc::Unset => *changed = false,
+                Loc::Arena(s, n) => {
+                    *changed = true;
+                    out.extend_from_slice(&self.arena[s as usize..(s + n) as usize]);
+                }
+            }
+        });
+    }
+
+    /// [`TCache::run`] step by step.
+    fn run_steps(
+        &mut self,
+        base: &[u8],
+        key: Option<(u8, u32)>,
+        steps: &[(u16, Transform)],
+        mut locs: Option<&mut Vec<Loc>>,
+    ) -> Loc {
+        let mut loc = Loc::Base;
         for &(node, t) in steps {
             if let Some((k, i)) = key
                 && let Some(l) = self.lookup(k, i, node)
@@ -751,6 +869,8 @@ pub struct Transaction {
     limit_exceeded: bool,
     phases_done: u8,
     op_out: OpOutput,
+    /// The rule set's owner id in the per-thread operator memo (0: not used).
+    op_memo_owner: u64,
     refs_buf: Vec<VarRef>,
     union_refs: Vec<VarRef>,
     union_parts: Vec<u32>,
@@ -879,6 +999,8 @@ impl Transaction {
         let mut reuse = Reuse::take();
         reuse.tx.reset(&layout);
         reuse.cache.nodes = nodes;
+        let op_memo_owner = if rs.op_memo { rs.trie().memo_id } else { 0 };
+        reuse.cache.memo_owner = if rs.chain_memo { rs.trie().memo_id } else { 0 };
         Transaction {
             rs,
             d,
@@ -906,6 +1028,7 @@ impl Transaction {
             limit_exceeded: false,
             phases_done: 0,
             op_out: OpOutput::default(),
+            op_memo_owner,
             refs_buf: reuse.refs_buf,
             union_refs: reuse.union_refs,
             union_parts: reuse.union_parts,
@@ -1594,6 +1717,7 @@ impl Transaction {
         let mut locs = std::mem::take(&mut self.union_locs);
         // Taken once for the link, not once per value.
         let mut op_out = std::mem::take(&mut self.op_out);
+        let op_memo = self.op_memo_owner;
         for r in &refs {
             let key = if r.var.is_stable() {
                 r.cache_key()
@@ -1631,8 +1755,8 @@ impl Transaction {
                         {
                             continue;
                         }
-                        let m =
-                            link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
+                        let m = exec_op(op_memo, link, v, arg, capture, remote, &mut op_out)
+                            != link.op.negated;
                         if m {
                             self.matched_var.clear();
                             self.matched_var.extend_from_slice(v);
@@ -1654,7 +1778,8 @@ impl Transaction {
                         _ => false,
                     };
                     hit = !skip
-                        && link.op.exec(v, arg, capture, remote, &mut op_out) != link.op.negated;
+                        && exec_op(op_memo, link, v, arg, capture, remote, &mut op_out)
+                            != link.op.negated;
                     if hit {
                         self.matched_var.clear();
                         self.matched_var.extend_from_slice(v);

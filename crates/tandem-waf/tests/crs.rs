@@ -116,6 +116,35 @@ fn tx_shortcut_changes_no_outcome_on_the_corpus() {
     );
 }
 
+/// The per-thread memos of scans, transformation chains and operator results only save work:
+/// with them (warmed by every stage before, on this thread) and without them, every stage
+/// ends the same way.
+#[test]
+fn value_memos_change_no_outcome_on_the_corpus() {
+    let Some(dir) = crs_dir() else {
+        return;
+    };
+    let before = tandem_waf::memo::hits();
+    let c = compare_switched(&dir, |rs| {
+        rs.set_scan_memo(false);
+        rs.set_chain_memo(false);
+        rs.set_op_memo(false);
+    });
+    let hits = tandem_waf::memo::hits() - before;
+    assert!(c.stages > 3000, "the corpus looks incomplete: {c:?}");
+    assert!(
+        hits > c.stages as u64 * 10,
+        "the memos answered almost nothing ({hits} hits in {} stages)",
+        c.stages
+    );
+    assert!(
+        c.differences.is_empty(),
+        "{} stages differ:\n{}",
+        c.differences.len(),
+        c.differences.join("\n")
+    );
+}
+
 #[test]
 fn literal_prefilter_changes_no_outcome_on_the_corpus() {
     let Some(dir) = crs_dir() else {
