@@ -508,11 +508,11 @@ impl TCache {
                 return l;
             }
             if self.memo_owner != 0 && base.len() <= crate::memo::MAX_VALUE {
-                let l = match self.from_chain_memo(last, base) {
+                let l = match self.recall_chain(last, base) {
                     Some(l) => l,
                     None => {
                         let l = self.run_steps(base, key, steps, None);
-                        self.to_chain_memo(last, base, l);
+                        self.remember_chain(last, base, l);
                         l
                     }
                 };
@@ -524,7 +524,7 @@ impl TCache {
     }
 
     /// The chain's output for `base` from the thread's memo, copied into the arena.
-    fn from_chain_memo(&mut self, node: u16, base: &[u8]) -> Option<Loc> {
+    fn recall_chain(&mut self, node: u16, base: &[u8]) -> Option<Loc> {
         CHAIN_MEMO.with(|m| {
             let m = m.try_borrow().ok()?;
             let (changed, out) = m.get(self.memo_owner, u32::from(node), base)?;
@@ -537,7 +537,7 @@ impl TCache {
         })
     }
 
-    fn to_chain_memo(&self, node: u16, base: &[u8], l: Loc) {
+    fn remember_chain(&self, node: u16, base: &[u8], l: Loc) {
         CHAIN_MEMO.with(|m| {
             let Ok(mut m) = m.try_borrow_mut() else {
                 return;
