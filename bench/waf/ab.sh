@@ -44,32 +44,11 @@ origin_conf "$WORK" "$ORIGIN"
 taskset -c "$LOAD_CPU" nginx -c "$WORK/origin/nginx.conf" -p "$WORK/origin" &
 PIDS+=($!)
 
-conf() {
-  cat <<EOC
-[regions.bench]
-[edge]
-access_log = false
-[edge.instances.bench]
-http = ["127.0.0.1:$1"]
-[edge.routes.all]
-domains = ["*"]
-http = "serve"
-group = "origin"
-waf = "crs"
-[edge.groups.origin]
-[[edge.groups.origin.origins]]
-name = "origin"
-address = "127.0.0.1:$ORIGIN"
-[waf]
-crs = "$CRS_DIR"
-[waf.policies.crs]
-mode = "prevention"
-paranoia_level = 1
-EOC
-}
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 P1=$((BASE + 1)); P2=$((BASE + 2))
-conf "$P1" > "$WORK/1.toml"
-conf "$P2" > "$WORK/2.toml"
+tandem_waf_conf "$P1" "$ORIGIN" "$CRS_DIR" 'waf = "crs"' > "$WORK/1.toml"
+tandem_waf_conf "$P2" "$ORIGIN" "$CRS_DIR" 'waf = "crs"' > "$WORK/2.toml"
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 hz=$(getconf CLK_TCK)
 load() { taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2" -s "$here/mix.lua" "http://127.0.0.1:$1/" -- "$MIX"; }

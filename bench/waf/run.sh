@@ -86,37 +86,10 @@ EOF
 taskset -c "$LOAD_CPU" nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" & PIDS+=($!)
 
 # --- tandem edge, WAF off and CRS PL1 prevention ---------------------------------------------
-tandem_conf() { # port waf-line
-  cat <<EOF
-[regions.bench]
-
-[edge]
-access_log = false
-
-[edge.instances.bench]
-http = ["127.0.0.1:$1"]
-
-[edge.routes.all]
-domains = ["*"]
-http = "serve"
-group = "origin"
-$2
-
-[edge.groups.origin]
-[[edge.groups.origin.origins]]
-name = "origin"
-address = "127.0.0.1:$ORIGIN"
-
-[waf]
-crs = "$crs"
-
-[waf.policies.crs]
-mode = "prevention"
-paranoia_level = 1
-EOF
-}
-tandem_conf "$OFF" "" > "$WORK/off.toml"
-tandem_conf "$CRS" 'waf = "crs"' > "$WORK/crs.toml"
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+tandem_waf_conf "$OFF" "$ORIGIN" "$crs" "" > "$WORK/off.toml"
+tandem_waf_conf "$CRS" "$ORIGIN" "$crs" 'waf = "crs"' > "$WORK/crs.toml"
 taskset -c "$PROXY_CPU" "$TANDEM_BIN" --log warn edge -c "$WORK/off.toml" --region bench --threads 1 \
   --admin "127.0.0.1:$OFF_ADMIN" --access-log off 2>"$WORK/off.log" & PID_off=$!; PIDS+=($PID_off)
 taskset -c "$PROXY_CPU" "$TANDEM_BIN" --log warn edge -c "$WORK/crs.toml" --region bench --threads 1 \

@@ -2,7 +2,7 @@
 //!
 //! Request header values, cookie flags and common arguments recur from request to request,
 //! and what the engine computes from a value alone (the literal prefilter's scan, a
-//! transformation chain's output) is the same every time. A [`Memo`] keeps the last result
+//! transformation chain's output) is the same every time. A `Memo` keeps the last result
 //! per slot of a direct-mapped table indexed by a keyed hash of (owner, tag, value); the
 //! value is compared in full on lookup, so a collision costs the computation, never a wrong
 //! answer, and a flood of distinct values only evicts. Slots keep their buffers, so a warm
