@@ -24,10 +24,23 @@ fn crs_dir() -> Option<PathBuf> {
     dir
 }
 
+/// Prevention mode, CRS defaults: paranoia level 1, inbound threshold 5, outbound 4.
+const PL1_PREVENTION: &str =
+    "SecRuleEngine On\nSecResponseBodyMimeType text/plain text/html text/xml application/json\n";
+
 /// Every corpus stage served by CRS as loaded and by a copy that `switch` changed.
 fn compare_switched(dir: &Path, switch: impl FnOnce(&mut RuleSet)) -> ftw::Comparison {
-    let with = Arc::new(ftw::load_crs(dir, ftw::CRS_TEST_SETUP).expect("CRS loads"));
-    let mut without = ftw::load_crs(dir, ftw::CRS_TEST_SETUP).expect("CRS loads");
+    compare_switched_with(dir, ftw::CRS_TEST_SETUP, switch)
+}
+
+/// [`compare_switched`] with another setup than the corpus's paranoia level 4.
+fn compare_switched_with(
+    dir: &Path,
+    setup: &str,
+    switch: impl FnOnce(&mut RuleSet),
+) -> ftw::Comparison {
+    let with = Arc::new(ftw::load_crs(dir, setup).expect("CRS loads"));
+    let mut without = ftw::load_crs(dir, setup).expect("CRS loads");
     switch(&mut without);
     let without = Arc::new(without);
     ftw::compare_corpus(&with, &without, &dir.join("tests/regression/tests")).expect("corpus runs")
@@ -61,14 +74,7 @@ fn blocking_decisions_at_the_default_paranoia_level() {
     let Some(dir) = crs_dir() else {
         return;
     };
-    // Prevention mode, CRS defaults: paranoia level 1, inbound threshold 5, outbound 4.
-    let rs = Arc::new(
-        ftw::load_crs(
-            &dir,
-            "SecRuleEngine On\nSecResponseBodyMimeType text/plain text/html text/xml application/json\n",
-        )
-        .expect("CRS loads"),
-    );
+    let rs = Arc::new(ftw::load_crs(&dir, PL1_PREVENTION).expect("CRS loads"));
     let skips = ftw::read_skips(&ftw::skips_file()).expect("skip list parses");
     let r = ftw::run_blocking(&rs, &dir.join("tests/regression/tests"), &skips).expect("runs");
     eprintln!(
@@ -97,10 +103,10 @@ fn blocking_decisions_at_the_default_paranoia_level() {
     );
 }
 
-/// The literal prefilter only saves work: with it and without it, every stage of the corpus
-/// (at paranoia level 4, where every rule runs) ends with the same status, the same log lines
-/// (rule ids, messages, matched data) and the same TX collection (anomaly scores and every
-/// variable the rules set, including the ones set by rules that do not log).
+/// The shortcuts for rules on one TX variable only save work: with them and without them, every stage of the corpus (at paranoia
+/// level 4, where every rule runs) ends with the same status, the same log lines (rule ids,
+/// messages, matched data) and the same TX collection (anomaly scores and every variable the
+/// rules set, including the ones set by rules that do not log).
 #[test]
 fn tx_shortcut_changes_no_outcome_on_the_corpus() {
     let Some(dir) = crs_dir() else {
@@ -137,6 +143,23 @@ fn value_memos_change_no_outcome_on_the_corpus() {
         "the memos answered almost nothing ({hits} hits in {} stages)",
         c.stages
     );
+    assert!(
+        c.differences.is_empty(),
+        "{} stages differ:\n{}",
+        c.differences.len(),
+        c.differences.join("\n")
+    );
+}
+
+/// The same at paranoia level 1 in prevention mode, where the paranoia-level gates match and
+/// skip (at level 4 none of them does).
+#[test]
+fn tx_shortcut_changes_no_outcome_at_paranoia_level_1() {
+    let Some(dir) = crs_dir() else {
+        return;
+    };
+    let c = compare_switched_with(&dir, PL1_PREVENTION, |rs| rs.set_tx_shortcut(false));
+    assert!(c.stages > 3000, "the corpus looks incomplete: {c:?}");
     assert!(
         c.differences.is_empty(),
         "{} stages differ:\n{}",
