@@ -1142,8 +1142,6 @@ impl Transaction {
         self.scans.invalidate_targets();
     }
 
-    /// Whether the literal prefilter lets `rule` through: some value of some target, with the
-    /// rule's transformations, contains one of its literals.
     /// [`Transaction::prefilter_passes`] from the rule's [`Hot`] copy when its union is
     /// known (the rule is only visited to compute one).
     fn prefilter_passes_hot(&mut self, rs: &RuleSet, h: &Hot, item: &Item) -> bool {
@@ -1158,6 +1156,8 @@ impl Transaction {
         }
     }
 
+    /// Whether the literal prefilter lets `rule` through: some value of some target, with the
+    /// rule's transformations, contains one of its literals.
     fn prefilter_passes(&mut self, rs: &RuleSet, rule: &Rule) -> bool {
         let Some(req) = &rule.prefilter else {
             return true;
@@ -1544,13 +1544,7 @@ impl Transaction {
                 i += 1;
                 continue;
             }
-            let pass =
-                !rs.prefilter_enabled || !rule.prefilter_rule || self.prefilter_passes(&rs, rule);
-            if !pass {
-                self.prefiltered += 1;
-                i += 1;
-                continue;
-            }
+            // (A rule the hot copy did not decide has no rule-level prefilter.)
             self.evaluated += 1;
             self.matched_vars.clear();
             let matched = self.eval_chain(&rs, rule, rule);
