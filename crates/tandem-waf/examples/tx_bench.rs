@@ -67,7 +67,13 @@ fn main() {
         .or_else(tandem_waf::ftw::default_crs_dir)
         .expect("CRS dir");
     let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(14000);
-    let mut rs = tandem_waf::ftw::load_crs(&dir, "SecRuleEngine On\n").expect("CRS loads");
+    // TANDEM_WAF_SETUP: SecLang added before CRS, e.g. a phase-1
+    // `SecAction "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=920450"` to see what one rule costs.
+    let setup = format!(
+        "SecRuleEngine On\n{}\n",
+        std::env::var("TANDEM_WAF_SETUP").unwrap_or_default()
+    );
+    let mut rs = tandem_waf::ftw::load_crs(&dir, &setup).expect("CRS loads");
     // TANDEM_WAF_PREFILTER=0 measures the same transactions without the literal prefilter.
     if std::env::var("TANDEM_WAF_PREFILTER").as_deref() == Ok("0") {
         rs.set_literal_prefilter(false);
