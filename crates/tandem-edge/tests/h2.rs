@@ -2,8 +2,9 @@
 //! prior knowledge, raw frames): bodies both ways past the flow-control windows, many
 //! streams at once on one connection, a client's reset cancelling the origin exchange,
 //! keep-alive pings for silent peers only, closing a connection whose peer stopped
-//! answering, and malformed
-//! frames ending a connection with GOAWAY while the edge keeps serving.
+//! answering, header blocks bigger than a frame both ways (HEADERS + CONTINUATION, through
+//! the vendored h2's boxed header blocks), and malformed frames ending a connection with
+//! GOAWAY while the edge keeps serving.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -87,6 +88,72 @@ async fn bodies_past_the_windows_and_many_streams_on_one_connection() {
         "streams were served one after another: {:?}",
         started.elapsed()
     );
+    edge.stop().await;
+}
+
+/// Header blocks bigger than one frame (16 KiB), both ways: the client's request head
+/// arrives as HEADERS + CONTINUATION and reaches the origin intact, the response head the
+/// edge adds to leaves the same way, and a head over the edge's limit is refused with 431.
+#[tokio::test]
+async fn header_blocks_past_one_frame_both_ways() {
+    let a = Origin::start("a").await;
+    let big: String = (0..24_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let rules = format!(
+        "[edge.limits]\nmax_header_bytes = \"48KiB\"\n\
+         [[edge.rules]]\nname = \"big\"\n\
+         conditions = [{{ field = \"path\", op = \"prefix\", value = \"/big-head\" }}]\n\
+         actions = [{{ action = \"response_header\", op = \"set\", name = \"x-big\", value = \"{big}\" }}]\n"
+    );
+    let edge = TestEdge::start(&serve_all(a.addr, &rules), APP).await;
+    // reqwest (hyper) accepts 16 KiB of response head by default.
+    let c = edge
+        .client_builder(&["app.example.com"])
+        .http2_max_header_list_size(64 << 10)
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        let r = c
+            .get(edge.url("app.example.com", "/big-head"))
+            .header("x-big-request", &big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200, "round {round}");
+        assert_eq!(
+            r.headers().get("x-big").map(|v| v.as_bytes()),
+            Some(big.as_bytes()),
+            "the response head, round {round}"
+        );
+        let j = json(r).await;
+        let seen = j["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == "x-big-request")
+            .map(|h| h[1].as_str().unwrap().to_string());
+        assert_eq!(
+            seen.as_deref(),
+            Some(big.as_str()),
+            "the request head, round {round}"
+        );
+    }
+    // Over the limit: refused, and the connection still serves.
+    let r = c
+        .get(edge.url("app.example.com", "/"))
+        .header("x-too-big", big.repeat(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let r = c
+        .get(edge.url("app.example.com", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     edge.stop().await;
 }
 
