@@ -335,7 +335,8 @@ impl RuleSet {
             .and_then(|m| m.get(name).copied())
     }
 
-    pub(crate) fn trie(&self) -> &TransformTrie {
+    /// The interned transformation chains (a rule's `tchain` is a node of it).
+    pub fn trie(&self) -> &TransformTrie {
         &self.trie
     }
 }
