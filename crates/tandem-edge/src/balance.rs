@@ -25,25 +25,43 @@ use http::uri::{Authority, Scheme};
 use smallvec::SmallVec;
 use tandem_config::edge::{AllUnhealthy, Origin, OriginGroup};
 
-/// Milliseconds since the edge started; the clock of ejections and budgets.
+/// Milliseconds since the edge started; the clock of ejections, budgets and deadlines.
+///
+/// Read a few times per request, so it reads the kernel's coarse monotonic clock (the time
+/// of the last tick, 1–4 ms old; a plain read with no counter access) rather than
+/// `Instant::now()`: the deadlines it serves are whole seconds or hundreds of milliseconds.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock(Instant);
+pub struct Clock {
+    start: Instant,
+    /// The coarse clock at `start`, in ms.
+    coarse_start: u64,
+}
 
 impl Default for Clock {
     fn default() -> Self {
-        Clock(Instant::now())
+        Clock {
+            start: Instant::now(),
+            coarse_start: coarse_ms(),
+        }
     }
+}
+
+/// The coarse monotonic clock in ms (0 if it cannot be read, which Linux never does).
+fn coarse_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).map_or(0, |t| {
+        t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000
+    })
 }
 
 impl Clock {
     /// Now, in ms since start.
     pub fn now_ms(&self) -> u64 {
-        self.0.elapsed().as_millis() as u64
+        coarse_ms().saturating_sub(self.coarse_start)
     }
 
     /// The instant `ms` milliseconds after start.
     pub fn at(&self, ms: u64) -> Instant {
-        self.0 + Duration::from_millis(ms)
+        self.start + Duration::from_millis(ms)
     }
 }
 
@@ -486,6 +504,34 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_follows_real_time_within_a_tick() {
+        // Each reading is bracketed by precise instants, so a descheduled thread widens the
+        // bracket instead of failing the test. The coarse clock lags the precise one by at
+        // most a tick (1–10 ms by kernel configuration).
+        const TICK: Duration = Duration::from_millis(12);
+        let clock = Clock::default();
+        let read = || {
+            let before = Instant::now();
+            let ms = clock.now_ms();
+            (before, ms, Instant::now())
+        };
+        let (_, t0, _) = read();
+        std::thread::sleep(Duration::from_millis(60));
+        let (before, t1, after) = read();
+        assert!(
+            t1 + TICK.as_millis() as u64 >= t0 + 60,
+            "the clock moved {} ms over 60 ms of sleep",
+            t1.saturating_sub(t0)
+        );
+        // `at` maps the clock's milliseconds back to instants of the same timeline.
+        let at = clock.at(t1);
+        assert!(
+            at + TICK >= before && at <= after + TICK,
+            "at({t1}) is outside the precise clock's bracket"
+        );
+    }
 
     fn group(origins: &[(&str, u8, u32, Option<&str>)], local_first: bool) -> OriginGroup {
         OriginGroup {
