@@ -367,7 +367,10 @@ impl<F: Future> Future for Watched<F> {
             if this.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let now = this.watch.clock.now_ms();
+            // The timer firing proves that `armed` has passed; the clock (coarse, up to a
+            // tick behind) may not show it yet, and re-arming for a time already past would
+            // spin until it does.
+            let now = this.watch.clock.now_ms().max(*this.armed);
             if this.watch.expire(now) {
                 tracing::debug!("client sent no request head in time; closing the connection");
                 return Poll::Ready(None);
@@ -383,6 +386,38 @@ impl<F: Future> Future for Watched<F> {
                 .reset(this.watch.clock.at(*this.armed).into());
             *this.registered = false;
             // Poll the connection again: a request whose first-byte deadline passed sees it.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_passed_head_deadline_closes_the_connection_without_spinning() {
+        for _ in 0..30 {
+            let watch = Watch::new(
+                Clock::default(),
+                Duration::from_millis(30),
+                Duration::from_secs(5),
+            );
+            let polls = Arc::new(AtomicU32::new(0));
+            let counted = Arc::clone(&polls);
+            let conn = std::future::poll_fn(move |_| {
+                counted.fetch_add(1, Relaxed);
+                Poll::<()>::Pending
+            });
+            let start = std::time::Instant::now();
+            let out = tokio::time::timeout(Duration::from_secs(5), Watched::new(conn, watch))
+                .await
+                .expect("the watch closes the connection");
+            assert!(out.is_none(), "closed for the deadline, not finished");
+            assert!(start.elapsed() >= Duration::from_millis(25));
+            // One poll to start and one per timer wake-up; a timer re-armed for a time the
+            // clock does not show as passed yet would poll in a loop until it does.
+            let n = polls.load(Relaxed);
+            assert!(n <= 5, "the connection was polled {n} times");
         }
     }
 }
