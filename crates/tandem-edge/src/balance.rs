@@ -30,6 +30,8 @@ use tandem_config::edge::{AllUnhealthy, Origin, OriginGroup};
 /// Read a few times per request, so it reads the kernel's coarse monotonic clock (the time
 /// of the last tick, 1–4 ms old; a plain read with no counter access) rather than
 /// `Instant::now()`: the deadlines it serves are whole seconds or hundreds of milliseconds.
+/// A task woken by a timer armed with [`Clock::at`] may read a time up to a tick before the
+/// one it armed for: it takes the armed time as the lower bound (see `watch::Watched`).
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     start: Instant,
