@@ -312,6 +312,15 @@ pub fn required(op: &Operator) -> Option<Vec<Vec<u8>>> {
             }
             vec![fold(&l[..l.len().min(MAX_LEN)])]
         }
+        // The validators match a value that holds a byte they refuse: one outside the
+        // ranges, a `%` (a bad escape needs one), a byte of 0x80 or more (ASCII is valid
+        // UTF-8). As single-byte literals these are exact, and the scan's byte set decides.
+        OpKind::ValidateByteRange(allowed) => (0..=255u8)
+            .filter(|&b| !allowed[usize::from(b)])
+            .map(|b| vec![b])
+            .collect(),
+        OpKind::ValidateUrlEncoding => vec![b"%".to_vec()],
+        OpKind::ValidateUtf8Encoding => (0x80..=0xffu8).map(|b| vec![b]).collect(),
         _ => return None,
     };
     (!set.is_empty() && set.len() <= MAX_SET).then_some(set)
@@ -609,6 +618,62 @@ mod tests {
             let mut bits = vec![0u64; table.words()];
             let bytes = table.scan(hay.as_bytes(), &mut bits);
             assert!(req.may_match(&bytes, &bits), "{p} on {hay:?}: {set:?}");
+        }
+    }
+
+    #[test]
+    fn the_validators_prefilters_are_the_bytes_they_refuse() {
+        let op = |name: &str, arg: &str| {
+            let raw = crate::seclang::parse_operator(&format!("@{name} {arg}"));
+            Operator::compile(&raw, std::path::Path::new(".")).expect("compiles")
+        };
+        let ops = [
+            op("validateByteRange", "1-255"),
+            op("validateByteRange", "32-36,38-126"),
+            op("validateByteRange", "9,10,13,32-126,128-255"),
+            op("validateUrlEncoding", ""),
+            op("validateUtf8Encoding", ""),
+        ];
+        // Every byte alone, then generated values: wherever an operator matches, its
+        // prefilter lets the value through (and it refuses only what cannot match).
+        let mut values: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b, b'a', b]).collect();
+        let mut x = 0x2545_f491_u32;
+        for n in 0..4000usize {
+            let v = (0..n % 23)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    // Mostly printable, some controls, `%` and high bytes.
+                    match x % 16 {
+                        0 => b'%',
+                        1 => (x >> 8) as u8,
+                        _ => b' ' + ((x >> 8) % 95) as u8,
+                    }
+                })
+                .collect();
+            values.push(v);
+        }
+        for o in &ops {
+            let set = required(o).expect("a validator has a prefilter");
+            let mut i = LiteralInterner::default();
+            let req = i.required(&set);
+            let table = i.build().expect("builds");
+            let mut refused = 0;
+            for v in &values {
+                let mut bits = vec![0u64; table.words()];
+                let bytes = table.scan(v, &mut bits);
+                let mut out = crate::operator::OpOutput::default();
+                let matched = o.exec(v, b"", false, None, &mut out);
+                let may = req.may_match(&bytes, &bits);
+                assert!(
+                    !matched || may,
+                    "{} refused {v:?}, which it matches",
+                    o.name
+                );
+                refused += usize::from(!may);
+            }
+            assert!(refused > 0, "{} refused nothing", o.name);
         }
     }
 
