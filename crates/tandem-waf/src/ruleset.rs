@@ -960,6 +960,20 @@ impl Loader {
                 }
             }
         }
+        // With every name interned, each regex-keyed TX target learns which slots it selects.
+        for i in self.live_rule_indices() {
+            if let Some(r) = Arc::get_mut(&mut self.rules[i]) {
+                let mut link = Some(r);
+                while let Some(l) = link {
+                    for t in &mut l.targets {
+                        if t.var == Var::Tx && !t.exclude && matches!(t.key, Key::Regex(_)) {
+                            t.tx_slots = Some(tx.selected_slots(|n| t.key.selects(n.as_bytes())));
+                        }
+                    }
+                    link = l.chained.as_deref_mut();
+                }
+            }
+        }
         let mut phases: [Vec<Item>; 5] = Default::default();
         for e in &self.order {
             match e {

@@ -2178,8 +2178,9 @@ impl Transaction {
             }
             Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource => {
                 let no_exclusions = self.no_exclusions(link);
-                let mut push = |k: &str, val: &[u8]| {
-                    if !t.key.selects(k.as_bytes())
+                // `selected`: the key is known to select `k` already.
+                let mut push = |k: &str, val: &[u8], selected: bool| {
+                    if !(selected || t.key.selects(k.as_bytes()))
                         || (!no_exclusions && self.excluded(link, v, k.as_bytes()))
                     {
                         return;
@@ -2208,13 +2209,14 @@ impl Transaction {
                     } else {
                         // Only the selected variables are put in creation order (a regex key
                         // selects a few of the hundred and more).
-                        for (k, val) in self.tx.select(|k| t.key.selects(k.as_bytes())) {
-                            push(k, val);
+                        let slots = t.tx_slots.as_deref();
+                        for (k, val) in self.tx.select_in(slots, |k| t.key.selects(k.as_bytes())) {
+                            push(k, val, true);
                         }
                     }
                 } else if let Some(c) = self.other_colls.get(v.name()) {
                     for (k, val) in c {
-                        push(k, val);
+                        push(k, val, false);
                     }
                 }
             }

@@ -45,6 +45,17 @@ impl TxLayout {
         self.names.get(id as usize).map_or("", |n| n)
     }
 
+    /// The slots whose names `keep` accepts, a bit each (bit `i % 64` of word `i / 64`).
+    pub fn selected_slots(&self, mut keep: impl FnMut(&str) -> bool) -> Box<[u64]> {
+        let mut bits = vec![0u64; self.names.len().div_ceil(64)];
+        for (i, n) in self.names.iter().enumerate() {
+            if keep(n) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        bits.into_boxed_slice()
+    }
+
     /// Number of slots.
     pub fn len(&self) -> usize {
         self.names.len()
@@ -190,14 +201,37 @@ impl TxStore {
         }
     }
 
-    /// The variables whose names `keep` accepts, in insertion order.
-    pub(crate) fn select(&self, mut keep: impl FnMut(&str) -> bool) -> Vec<(&str, &[u8])> {
+    /// The variables whose names `keep` accepts, in insertion order. `slots`
+    /// ([`TxLayout::selected_slots`] of this store's layout), when given, answers for the
+    /// slots, and `keep` is asked only about names built at run time.
+    pub(crate) fn select_in(
+        &self,
+        slots: Option<&[u64]>,
+        mut keep: impl FnMut(&str) -> bool,
+    ) -> Vec<(&str, &[u8])> {
         let mut v: Vec<(u32, &str, &[u8])> = Vec::new();
-        for (i, s) in self.slots.iter().enumerate() {
-            if s.seq != 0 {
-                let name = self.layout.name(i as u32);
-                if keep(name) {
-                    v.push((s.seq, name, s.value.as_slice()));
+        let mut take = |i: usize| {
+            if let Some(s) = self.slots.get(i)
+                && s.seq != 0
+            {
+                v.push((s.seq, self.layout.name(i as u32), s.value.as_slice()));
+            }
+        };
+        match slots {
+            Some(words) => {
+                for (w, &word) in words.iter().enumerate() {
+                    let mut bits = word;
+                    while bits != 0 {
+                        take(w * 64 + bits.trailing_zeros() as usize);
+                        bits &= bits - 1;
+                    }
+                }
+            }
+            None => {
+                for i in 0..self.slots.len() {
+                    if self.slots[i].seq != 0 && keep(self.layout.name(i as u32)) {
+                        take(i);
+                    }
                 }
             }
         }
@@ -232,6 +266,52 @@ impl TxStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selecting_by_slot_bits_lists_what_the_key_does() {
+        let mut l = TxLayout::default();
+        // More than one word of slots.
+        for i in 0..150 {
+            l.intern(&format!("{}_{i}", if i % 7 == 0 { "msc" } else { "score" }));
+        }
+        let keep = |n: &str| n.starts_with("msc");
+        let bits = l.selected_slots(keep);
+        let l = Arc::new(l);
+        let mut t = TxStore::default();
+        t.reset(&l);
+        for i in (0..=147).rev().step_by(3) {
+            let name = format!("{}_{i}", if i % 7 == 0 { "msc" } else { "score" });
+            t.set(&name, name.as_bytes());
+            if i % 21 == 0 {
+                t.set(&format!("msc_dynamic_{i}"), b"d");
+            }
+        }
+        let by_bits = t.select_in(Some(&bits), keep);
+        let by_key = t.select_in(None, keep);
+        assert_eq!(by_bits, by_key);
+        let names: Vec<&str> = by_bits.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            vec![
+                "msc_147",
+                "msc_dynamic_147",
+                "msc_126",
+                "msc_dynamic_126",
+                "msc_105",
+                "msc_dynamic_105",
+                "msc_84",
+                "msc_dynamic_84",
+                "msc_63",
+                "msc_dynamic_63",
+                "msc_42",
+                "msc_dynamic_42",
+                "msc_21",
+                "msc_dynamic_21",
+                "msc_0",
+                "msc_dynamic_0",
+            ]
+        );
+    }
 
     #[test]
     fn slots_dynamic_names_and_order() {

@@ -340,6 +340,10 @@ pub struct Target {
     pub exclude: bool,
     /// For `TX:name`: the name's slot in the rule set's TX layout (set at load).
     pub tx_slot: Option<u32>,
+    /// For `TX:/regex/`: the slots of the rule set's TX layout whose names the key selects,
+    /// a bit each (set at load), so that listing the target tests only names built at run
+    /// time against the regex.
+    pub tx_slots: Option<Box<[u64]>>,
 }
 
 impl Target {
@@ -376,6 +380,7 @@ impl Target {
             count: raw.count,
             exclude: raw.exclude,
             tx_slot: None,
+            tx_slots: None,
         })
     }
 
