@@ -1705,7 +1705,12 @@ impl Transaction {
         }
         let mut refs = std::mem::take(&mut self.refs_buf);
         refs.clear();
-        self.collect(link, &mut refs);
+        match &link.prefilter {
+            Some(req) if rs.prefilter_enabled && link.prefilter_rule => {
+                self.collect_may_match(link, req, &mut refs);
+            }
+            _ => self.collect(link, &mut refs),
+        }
         let capture = link.actions.capture;
         let mut matched_any = false;
         let mut locs = std::mem::take(&mut self.union_locs);
@@ -2070,6 +2075,24 @@ impl Transaction {
                     },
                 });
             }
+        }
+    }
+
+    /// [`Transaction::collect`] for a link the literal prefilter decides (no counts, every
+    /// target scanned): a target whose values' union (computed when the rule was let
+    /// through) holds none of the link's literals is not listed, since no value of it can
+    /// match.
+    fn collect_may_match(&self, link: &Rule, req: &Required, out: &mut Vec<VarRef>) {
+        for (ti, t) in link.targets.iter().enumerate() {
+            if let Some(&tid) = link.target_ids.get(ti) {
+                let key = u64::from(tid) << 32 | u64::from(link.tchain) << 1;
+                if let Some(&u) = self.scans.by_target.get(&key)
+                    && !self.scans.may_match(req, u)
+                {
+                    continue;
+                }
+            }
+            self.expand_target(link, ti, t, out);
         }
     }
 
@@ -2693,5 +2716,59 @@ SecRule REQUEST_METHOD "!@within GET HEAD" "id:42,phase:1,pass"
         t.process_request_headers();
         let ids: Vec<u32> = t.matches().iter().map(|m| m.rule_id).collect();
         assert_eq!(ids, vec![40, 41]);
+    }
+
+    /// A rule the prefilter lets through lists only the targets whose values hold one of its
+    /// literals; what matches, in what order, and the effects per value stay those of the
+    /// rule without the prefilter.
+    #[test]
+    fn targets_without_the_literals_are_not_listed() {
+        let text = r#"
+SecRule REQUEST_HEADERS|ARGS|REQUEST_COOKIES "@rx (?i)evil[0-9]" "id:50,phase:1,pass,log,t:none,t:lowercase,setvar:tx.hits=+1,msg:'%{MATCHED_VAR_NAME}'"
+SecRule REQUEST_HEADERS:X-Other|ARGS:b "@rx (?i)evil[0-9]" "id:51,phase:1,pass,log,t:none,t:lowercase,setvar:tx.late=+1"
+"#;
+        let h = head(
+            "/?a=EVIL1&b=fine&c=evil2",
+            &[
+                ("Host", "example.com"),
+                ("User-Agent", "curl/8"),
+                ("Accept", "*/*"),
+                ("X-Other", "nothing here"),
+                ("Cookie", "s=1; t=2"),
+            ],
+        );
+        let run = |prefilter: bool| {
+            let mut rs = rs(text);
+            Arc::get_mut(&mut rs)
+                .expect("one owner")
+                .set_literal_prefilter(prefilter);
+            let mut t = Transaction::new(rs, &h);
+            t.process_request_headers();
+            let seen: Vec<(u32, String, String)> = t
+                .matches()
+                .iter()
+                .map(|m| (m.rule_id, m.message.clone(), m.matched_value.clone()))
+                .collect();
+            let hits = t.tx("hits").map(<[u8]>::to_vec);
+            (seen, hits, t.tx("late").is_some(), t.operator_calls())
+        };
+        let (seen, hits, late, calls) = run(true);
+        assert_eq!(
+            seen,
+            vec![(50, "ARGS:c".to_string(), "evil2".to_string())],
+            "the last matching value is the one recorded"
+        );
+        assert_eq!(
+            hits.as_deref(),
+            Some(&b"2"[..]),
+            "setvar ran for both values"
+        );
+        assert!(!late, "rule 51's targets hold no literal");
+        let (seen_off, hits_off, late_off, calls_off) = run(false);
+        assert_eq!((seen, hits, late), (seen_off, hits_off, late_off));
+        // Without the prefilter rule 50 inspects 5 headers, 3 arguments and 2 cookies and rule
+        // 51 two values; with it, only rule 50's 3 arguments are inspected.
+        assert_eq!(calls_off, 12);
+        assert_eq!(calls, 3);
     }
 }
