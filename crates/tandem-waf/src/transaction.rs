@@ -1705,12 +1705,11 @@ impl Transaction {
         }
         let mut refs = std::mem::take(&mut self.refs_buf);
         refs.clear();
-        match &link.prefilter {
-            Some(req) if rs.prefilter_enabled && link.prefilter_rule => {
-                self.collect_may_match(link, req, &mut refs);
-            }
-            _ => self.collect(link, &mut refs),
-        }
+        let filter = link
+            .prefilter
+            .as_ref()
+            .filter(|_| rs.prefilter_enabled && !link.actions.multi_match);
+        self.collect(link, filter, &mut refs);
         let capture = link.actions.capture;
         let mut matched_any = false;
         let mut locs = std::mem::take(&mut self.union_locs);
@@ -2059,8 +2058,23 @@ impl Transaction {
     }
 
     /// Enumerate the values a link inspects.
-    fn collect(&self, link: &Rule, out: &mut Vec<VarRef>) {
+    /// The values `link` inspects, target by target. With `filter` (the link's literal
+    /// prefilter), a request-data target whose union for the link's transformations is known
+    /// (it was computed to decide this or another rule) and holds none of the literals is
+    /// not listed: none of its values could match.
+    fn collect(&self, link: &Rule, filter: Option<&Required>, out: &mut Vec<VarRef>) {
         for (ti, t) in link.targets.iter().enumerate() {
+            if let (Some(req), Some(&tid)) = (filter, link.target_ids.get(ti))
+                && !t.count
+                && t.var.is_scanned()
+                && let Some(&u) = self
+                    .scans
+                    .by_target
+                    .get(&(u64::from(tid) << 32 | u64::from(link.tchain) << 1))
+                && !self.scans.may_match(req, u)
+            {
+                continue;
+            }
             let before = out.len();
             self.expand_target(link, ti, t, out);
             if t.count {
@@ -2075,24 +2089,6 @@ impl Transaction {
                     },
                 });
             }
-        }
-    }
-
-    /// [`Transaction::collect`] for a link the literal prefilter decides (no counts, every
-    /// target scanned): a target whose values' union (computed when the rule was let
-    /// through) holds none of the link's literals is not listed, since no value of it can
-    /// match.
-    fn collect_may_match(&self, link: &Rule, req: &Required, out: &mut Vec<VarRef>) {
-        for (ti, t) in link.targets.iter().enumerate() {
-            if let Some(&tid) = link.target_ids.get(ti) {
-                let key = u64::from(tid) << 32 | u64::from(link.tchain) << 1;
-                if let Some(&u) = self.scans.by_target.get(&key)
-                    && !self.scans.may_match(req, u)
-                {
-                    continue;
-                }
-            }
-            self.expand_target(link, ti, t, out);
         }
     }
 
