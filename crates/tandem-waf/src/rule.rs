@@ -547,11 +547,13 @@ pub struct Rule {
     /// Whether the prefilter can decide for the whole rule before its values are listed:
     /// every target is request data whose literals a transaction scans once (set at load).
     pub prefilter_rule: bool,
-    /// Each target's id in the rule set's target table (set at load).
-    pub target_ids: Vec<u16>,
-    /// The id of this rule's list of targets (rules with the same targets share it; set at
-    /// load).
-    pub target_set: u32,
+    /// Per target, where a transaction keeps its values' prefilter union: for this link's
+    /// transformations (and multiMatch), and for the untransformed values (set at load; see
+    /// [`crate::ruleset::UnionSlots`]).
+    pub target_slots: Vec<(u32, u32)>,
+    /// Where a transaction keeps the union of this link's targets for its transformations:
+    /// links with the same targets, transformations and multiMatch share it (set at load).
+    pub set_slot: u32,
     /// Where `skipAfter` continues in this rule's phase (set at load).
     pub skip_after_index: Option<usize>,
     /// This link's number in its rule set (set at load; the operator memo's key).

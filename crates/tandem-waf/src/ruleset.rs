@@ -160,10 +160,10 @@ pub(crate) struct Hot {
     /// Whether the item is a rule (not a marker).
     pub(crate) is_rule: bool,
     /// Whether the prefilter decides for the whole rule (`Rule::prefilter_rule` with a
-    /// prefilter); `set_key`, `bytes` and `bit` are its inputs.
+    /// prefilter); `set_slot`, `bytes` and `bit` are its inputs.
     pub(crate) decided: bool,
-    /// (target set, transformation chain, all steps?) as the transaction keys its unions.
-    pub(crate) set_key: u64,
+    /// [`Rule::set_slot`].
+    pub(crate) set_slot: u32,
     /// The rule's [`Required`](crate::prefilter::Required) single bytes and literal bit.
     pub(crate) bytes: ByteSet,
     pub(crate) bit: Option<u32>,
@@ -182,15 +182,11 @@ impl Hot {
             && let Some(req) = &r.prefilter
         {
             h.decided = true;
-            h.set_key = Hot::set_key(r);
+            h.set_slot = r.set_slot;
             h.bytes = req.bytes;
             h.bit = req.bit;
         }
         h
-    }
-
-    pub(crate) fn set_key(r: &Rule) -> u64 {
-        u64::from(r.target_set) << 32 | u64::from(r.tchain) << 1 | u64::from(r.actions.multi_match)
     }
 
     /// [`Required::may_match`](crate::prefilter::Required::may_match) on the copy.
@@ -216,6 +212,8 @@ pub struct RuleSet {
     pub(crate) literals: LiteralTable,
     /// The TX names the rules use literally, with their slots.
     pub(crate) tx_layout: Arc<TxLayout>,
+    /// How many union slots of each kind a transaction needs.
+    pub(crate) union_slots: (u32, u32),
     /// Whether transactions use the literal prefilter (on unless turned off for testing).
     pub(crate) prefilter_enabled: bool,
     /// Whether links on one literally named TX variable take their shortcut (see
@@ -766,8 +764,8 @@ impl Loader {
             line,
             prefilter: None,
             prefilter_rule: false,
-            target_ids: Vec::new(),
-            target_set: 0,
+            target_slots: Vec::new(),
+            set_slot: 0,
             skip_after_index: None,
             link_no: 0,
         };
@@ -922,8 +920,7 @@ impl Loader {
         }
         // Literal prefilters, target ids and skip targets, while every rule has one owner.
         let mut literals = LiteralInterner::default();
-        let mut targets: HashMap<String, u16> = HashMap::new();
-        let mut sets: HashMap<Vec<u16>, u32> = HashMap::new();
+        let mut slots = UnionSlots::default();
         let mut tx = TxLayout::default();
         // Names the engine itself reads and writes; the capture groups first, so that
         // `TX:n` is slot `n` (the transaction relies on it).
@@ -952,7 +949,7 @@ impl Loader {
                     .and_then(|n| markers[p].get(n).copied());
                 let mut link = Some(r);
                 while let Some(l) = link {
-                    prepare_link(l, &mut literals, &mut targets, &mut sets);
+                    prepare_link(l, &mut literals, &mut slots);
                     links += 1;
                     l.link_no = links;
                     intern_tx(l, &mut tx);
@@ -1001,6 +998,7 @@ impl Loader {
                 .build()
                 .map_err(|e| LoadError::invalid("<prefilter>", 0, e))?,
             tx_layout: Arc::new(tx),
+            union_slots: (slots.targets.len() as u32, slots.sets.len() as u32),
             prefilter_enabled: true,
             tx_shortcut: true,
             chain_memo: true,
@@ -1028,31 +1026,52 @@ fn intern_tx(l: &mut Rule, tx: &mut TxLayout) {
     }
 }
 
-/// Compile a rule link's literal prefilter and intern its targets.
-fn prepare_link(
-    l: &mut Rule,
-    literals: &mut LiteralInterner,
-    targets: &mut HashMap<String, u16>,
-    sets: &mut HashMap<Vec<u16>, u32>,
-) {
+/// Where a transaction keeps the literal prefilter's unions: a dense index, assigned at load,
+/// for every (target, transformation chain, multiMatch) and every (set of targets, chain,
+/// multiMatch) some link reads, so that finding a union computed earlier in the transaction
+/// is an index, not a hash lookup.
+#[derive(Default)]
+pub(crate) struct UnionSlots {
+    /// Target (as written) -> id.
+    ids: HashMap<String, u32>,
+    /// (target id, chain, multiMatch) -> slot.
+    targets: HashMap<(u32, u16, bool), u32>,
+    /// (sorted target ids, chain, multiMatch) -> slot.
+    sets: HashMap<(Vec<u32>, u16, bool), u32>,
+}
+
+impl UnionSlots {
+    fn target(&mut self, id: u32, chain: u16, all_steps: bool) -> u32 {
+        let next = self.targets.len() as u32;
+        *self.targets.entry((id, chain, all_steps)).or_insert(next)
+    }
+}
+
+/// Compile a rule link's literal prefilter and give its targets their union slots.
+fn prepare_link(l: &mut Rule, literals: &mut LiteralInterner, slots: &mut UnionSlots) {
     l.prefilter = if l.unconditional {
         None
     } else {
         crate::prefilter::required(&l.op).map(|set| literals.required(&set))
     };
-    l.target_ids = l
+    let mm = l.actions.multi_match;
+    let ids: Vec<u32> = l
         .targets
         .iter()
         .map(|t| {
-            let next = targets.len() as u16;
-            *targets.entry(t.display()).or_insert(next)
+            let next = slots.ids.len() as u32;
+            *slots.ids.entry(t.display()).or_insert(next)
         })
         .collect();
-    let mut set = l.target_ids.clone();
+    l.target_slots = ids
+        .iter()
+        .map(|&id| (slots.target(id, l.tchain, mm), slots.target(id, 0, false)))
+        .collect();
+    let mut set = ids;
     set.sort_unstable();
     set.dedup();
-    let next = sets.len() as u32;
-    l.target_set = *sets.entry(set).or_insert(next);
+    let next = slots.sets.len() as u32;
+    l.set_slot = *slots.sets.entry((set, l.tchain, mm)).or_insert(next);
     l.prefilter_rule = l.prefilter.is_some()
         && !l.actions.multi_match
         && !l.targets.is_empty()

@@ -606,15 +606,24 @@ impl TCache {
 struct Scans {
     /// Transformed value (see [`scan_key`]) -> record.
     by_value: FastMap<ScanKey, u32>,
-    /// (target id, chain node, all steps?) -> record.
-    by_target: FastMap<u64, u32>,
-    /// (target list id, chain node, all steps?) -> record.
-    by_set: FastMap<u64, u32>,
+    /// Union slot of a (target, chain, all steps?) ([`Rule::target_slots`]) -> its record,
+    /// or [`NO_UNION`].
+    by_target: Vec<u32>,
+    /// Union slot of a link's targets ([`Rule::set_slot`]) -> record, or [`NO_UNION`].
+    by_set: Vec<u32>,
     recs: Vec<ScanRec>,
     /// The literal-list bits ([`LiteralTable::scan`]) of every record, `words` each.
     pool: Vec<u64>,
     /// Words per record: [`LiteralTable::words`] of the transaction's rule set.
     words: usize,
+}
+
+/// A union slot not computed yet in this transaction (or since its data changed).
+const NO_UNION: u32 = u32::MAX;
+
+/// The record in union slot `slot` of `slots`, if computed.
+fn union_in(slots: &[u32], slot: u32) -> Option<u32> {
+    slots.get(slot as usize).copied().filter(|&u| u != NO_UNION)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -697,10 +706,16 @@ impl Scans {
         r
     }
 
+    fn set_target(&mut self, slot: u32, rec: u32) {
+        if let Some(e) = self.by_target.get_mut(slot as usize) {
+            *e = rec;
+        }
+    }
+
     /// Forget everything derived from request data (new data arrived).
     fn invalidate_targets(&mut self) {
-        self.by_target.clear();
-        self.by_set.clear();
+        self.by_target.fill(NO_UNION);
+        self.by_set.fill(NO_UNION);
     }
 }
 
@@ -917,6 +932,7 @@ impl Transaction {
     /// string and cookies.
     pub fn new(rs: Arc<RuleSet>, head: &RequestHead) -> Transaction {
         let words = rs.literals.words();
+        let (target_slots, set_slots) = rs.union_slots;
         let s = &rs.settings;
         let mut d = Data {
             method: head.method.as_bytes().to_vec(),
@@ -1034,9 +1050,14 @@ impl Transaction {
             union_parts: reuse.union_parts,
             union_locs: reuse.union_locs,
             set_parts: reuse.set_parts,
-            scans: Scans {
-                words,
-                ..reuse.scans
+            scans: {
+                let mut scans = Scans {
+                    words,
+                    ..reuse.scans
+                };
+                scans.by_target.resize(target_slots as usize, NO_UNION);
+                scans.by_set.resize(set_slots as usize, NO_UNION);
+                scans
             },
             prefiltered: 0,
             notes: Vec::new(),
@@ -1145,7 +1166,7 @@ impl Transaction {
     /// [`Transaction::prefilter_passes`] from the rule's [`Hot`] copy when its union is
     /// known (the rule is only visited to compute one).
     fn prefilter_passes_hot(&mut self, rs: &RuleSet, h: &Hot, item: &Item) -> bool {
-        if let Some(&u) = self.scans.by_set.get(&h.set_key) {
+        if let Some(u) = union_in(&self.scans.by_set, h.set_slot) {
             let rec = &self.scans.recs[u as usize];
             let from = rec.bits as usize;
             return h.may_match(&rec.bytes, &self.scans.pool[from..from + self.scans.words]);
@@ -1164,19 +1185,18 @@ impl Transaction {
         };
         let all_steps = rule.actions.multi_match;
         // Rules with the same targets and transformations share one union.
-        let key = crate::ruleset::Hot::set_key(rule);
-        let u = match self.scans.by_set.get(&key) {
-            Some(&u) => u,
+        let u = match union_in(&self.scans.by_set, rule.set_slot) {
+            Some(u) => u,
             None => {
                 let steps = rs.trie().path(rule.tchain);
                 let mut parts = std::mem::take(&mut self.set_parts);
                 parts.clear();
                 for (ti, t) in rule.targets.iter().enumerate() {
-                    let Some(&tid) = rule.target_ids.get(ti) else {
+                    let Some(&slots) = rule.target_slots.get(ti) else {
                         self.set_parts = parts;
                         return true;
                     };
-                    parts.push(self.target_union(rs, tid, t, rule.tchain, steps, all_steps));
+                    parts.push(self.target_union(rs, slots, t, rule.tchain, steps, all_steps));
                 }
                 let u = if let [one] = parts.as_slice() {
                     *one
@@ -1184,7 +1204,9 @@ impl Transaction {
                     self.scans.union(&parts)
                 };
                 self.set_parts = parts;
-                self.scans.by_set.insert(key, u);
+                if let Some(e) = self.scans.by_set.get_mut(rule.set_slot as usize) {
+                    *e = u;
+                }
                 u
             }
         };
@@ -1195,42 +1217,40 @@ impl Transaction {
     /// its steps, for multiMatch), computed once per transaction and data change. A chain
     /// whose trigger bytes ([`Transform::triggers`]) no value contains changes nothing, so
     /// its union is that of the untransformed values.
+    /// `slots`: the target's union slots ([`Rule::target_slots`]) for `chain` and for its
+    /// untransformed values.
     fn target_union(
         &mut self,
         rs: &RuleSet,
-        tid: u16,
+        slots: (u32, u32),
         t: &Target,
         chain: u16,
         steps: &[(u16, Transform)],
         all_steps: bool,
     ) -> u32 {
-        let key = u64::from(tid) << 32 | u64::from(chain) << 1 | u64::from(all_steps);
-        if let Some(&u) = self.scans.by_target.get(&key) {
+        if let Some(u) = union_in(&self.scans.by_target, slots.0) {
             return u;
         }
-        self.target_union_compute(rs, tid, t, chain, steps, all_steps, key)
+        self.target_union_compute(rs, slots, t, chain, steps, all_steps)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn target_union_compute(
         &mut self,
         rs: &RuleSet,
-        tid: u16,
+        (slot, base_slot): (u32, u32),
         t: &Target,
         chain: u16,
         steps: &[(u16, Transform)],
         all_steps: bool,
-        key: u64,
     ) -> u32 {
         let mut refs = std::mem::take(&mut self.union_refs);
         let mut parts = std::mem::take(&mut self.union_parts);
         refs.clear();
         parts.clear();
         // The untransformed values: their scans, and (as the chain-0 entry) their union.
-        let base_key = u64::from(tid) << 32;
         let mut listed = false;
-        let base_union = match self.scans.by_target.get(&base_key) {
-            Some(&u) => u,
+        let base_union = match union_in(&self.scans.by_target, base_slot) {
+            Some(u) => u,
             None => {
                 self.expand_values(t, &mut refs);
                 listed = true;
@@ -1240,7 +1260,7 @@ impl Transaction {
                     parts.push(self.scans.value(&rs.literals, sk, base));
                 }
                 let u = self.scans.union(&parts);
-                self.scans.by_target.insert(base_key, u);
+                self.scans.set_target(base_slot, u);
                 u
             }
         };
@@ -1282,7 +1302,7 @@ impl Transaction {
             self.union_locs = locs;
             self.scans.union(&parts)
         };
-        self.scans.by_target.insert(key, u);
+        self.scans.set_target(slot, u);
         self.union_refs = refs;
         self.union_parts = parts;
         u
@@ -2064,13 +2084,10 @@ impl Transaction {
     /// not listed: none of its values could match.
     fn collect(&self, link: &Rule, filter: Option<&Required>, out: &mut Vec<VarRef>) {
         for (ti, t) in link.targets.iter().enumerate() {
-            if let (Some(req), Some(&tid)) = (filter, link.target_ids.get(ti))
+            if let (Some(req), Some(&(slot, _))) = (filter, link.target_slots.get(ti))
                 && !t.count
                 && t.var.is_scanned()
-                && let Some(&u) = self
-                    .scans
-                    .by_target
-                    .get(&(u64::from(tid) << 32 | u64::from(link.tchain) << 1))
+                && let Some(u) = union_in(&self.scans.by_target, slot)
                 && !self.scans.may_match(req, u)
             {
                 continue;
