@@ -626,6 +626,13 @@ fn union_in(slots: &[u32], slot: u32) -> Option<u32> {
     slots.get(slot as usize).copied().filter(|&u| u != NO_UNION)
 }
 
+/// Keep `rec` as the union in slot `slot` of `slots`.
+fn store_union(slots: &mut [u32], slot: u32, rec: u32) {
+    if let Some(e) = slots.get_mut(slot as usize) {
+        *e = rec;
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ScanRec {
     bytes: ByteSet,
@@ -704,12 +711,6 @@ impl Scans {
             bits: from as u32,
         });
         r
-    }
-
-    fn set_target(&mut self, slot: u32, rec: u32) {
-        if let Some(e) = self.by_target.get_mut(slot as usize) {
-            *e = rec;
-        }
     }
 
     /// Forget everything derived from request data (new data arrived).
@@ -1204,9 +1205,7 @@ impl Transaction {
                     self.scans.union(&parts)
                 };
                 self.set_parts = parts;
-                if let Some(e) = self.scans.by_set.get_mut(rule.set_slot as usize) {
-                    *e = u;
-                }
+                store_union(&mut self.scans.by_set, rule.set_slot, u);
                 u
             }
         };
@@ -1217,6 +1216,7 @@ impl Transaction {
     /// its steps, for multiMatch), computed once per transaction and data change. A chain
     /// whose trigger bytes ([`Transform::triggers`]) no value contains changes nothing, so
     /// its union is that of the untransformed values.
+    ///
     /// `slots`: the target's union slots ([`Rule::target_slots`]) for `chain` and for its
     /// untransformed values.
     fn target_union(
@@ -1260,7 +1260,7 @@ impl Transaction {
                     parts.push(self.scans.value(&rs.literals, sk, base));
                 }
                 let u = self.scans.union(&parts);
-                self.scans.set_target(base_slot, u);
+                store_union(&mut self.scans.by_target, base_slot, u);
                 u
             }
         };
@@ -1302,7 +1302,7 @@ impl Transaction {
             self.union_locs = locs;
             self.scans.union(&parts)
         };
-        self.scans.set_target(slot, u);
+        store_union(&mut self.scans.by_target, slot, u);
         self.union_refs = refs;
         self.union_parts = parts;
         u
@@ -2077,7 +2077,6 @@ impl Transaction {
             .any(|(tag, t)| link.has_tag(tag) && hit(t))
     }
 
-    /// Enumerate the values a link inspects.
     /// The values `link` inspects, target by target. With `filter` (the link's literal
     /// prefilter), a request-data target whose union for the link's transformations is known
     /// (it was computed to decide this or another rule) and holds none of the literals is
