@@ -549,7 +549,7 @@ pub struct Rule {
     pub prefilter_rule: bool,
     /// Per target, where a transaction keeps its values' prefilter union: for this link's
     /// transformations (and multiMatch), and for the untransformed values (set at load; see
-    /// [`crate::ruleset::UnionSlots`]).
+    /// `UnionSlots` in `ruleset.rs`).
     pub target_slots: Vec<(u32, u32)>,
     /// Where a transaction keeps the union of this link's targets for its transformations:
     /// links with the same targets, transformations and multiMatch share it (set at load).
