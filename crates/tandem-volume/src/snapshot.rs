@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use rustic_core::repofile::{SnapshotFile, SnapshotId};
 use rustic_core::{BackupOptions, RepairIndexOptions, SnapshotOptions};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -71,18 +72,28 @@ pub fn take_snapshot(
         .map_err(|e| VolumeError::io("state directory", &spec.state_dir, e))?;
     let uploaded0 = repo.stats().uploaded_bytes.load(Ordering::Relaxed);
 
+    // The snapshot's time is taken before the fence is read: an activation marker that the
+    // read below does not see yet is saved later with a later time, so this snapshot can
+    // never sort after it (which would hide the fence from every later attempt).
+    let snap = SnapshotOptions::default()
+        .label(name.to_string())
+        .host(spec.source_region.clone())
+        .add_tags(TAG)
+        .and_then(|o| o.to_snapshot())
+        .map_err(|e| repo.err("prepare snapshot", &e))?;
     // Fence: once the standby was activated in the other region, this copy is stale.
     let snaps = repo.snapshot_files()?;
     if !flags.ignore_fence
         && let Some(last) = snaps.last()
-        && last.tags.iter().any(|t| t == TAG_ACTIVATED)
+        && is_activation(last)
     {
-        return Err(VolumeError::Fenced {
-            volume: name.into(),
-            region: last.hostname.clone(),
-            at: last.time.timestamp().to_string(),
-        });
+        return Err(fenced(name, last));
     }
+    let known_activations: Vec<_> = snaps
+        .iter()
+        .filter(|s| is_activation(s))
+        .map(|s| s.id)
+        .collect();
 
     // Resume: an earlier attempt died after uploading packs but before indexing them. Index
     // them now (reading only their headers) so that their data is not sent again.
@@ -99,12 +110,6 @@ pub fn take_snapshot(
         .reopen()?
         .to_indexed_ids()
         .map_err(|e| repo.err("read index", &e))?;
-    let snap = SnapshotOptions::default()
-        .label(name.to_string())
-        .host(spec.source_region.clone())
-        .add_tags(TAG)
-        .and_then(|o| o.to_snapshot())
-        .map_err(|e| repo.err("prepare snapshot", &e))?;
     let mut opts = BackupOptions::default().as_path(PathBuf::from("/"));
     opts.parent_opts.group_by = "label".parse().ok();
     opts.parent_opts.skip_if_unchanged = true;
@@ -139,6 +144,19 @@ pub fn take_snapshot(
         Ok(s) => {
             let _ = std::fs::remove_file(&mark);
             let written = s.id != Default::default();
+            // An activation saved while this snapshot was taken: this copy was fenced
+            // meanwhile. The snapshot is removed again so that the marker stays the newest
+            // (and every later attempt, here or after a restart, sees the fence).
+            if written && !flags.ignore_fence {
+                let now = repo.snapshot_files()?;
+                if let Some(a) = new_activation(&now, &known_activations) {
+                    let err = fenced(name, a);
+                    repo.inner
+                        .delete_snapshots(&[s.id])
+                        .map_err(|e| repo.err("remove the snapshot an activation overtook", &e))?;
+                    return Err(err);
+                }
+            }
             Ok(SnapshotOutcome {
                 snapshot: written.then(|| SnapshotInfo::from_file(&s)),
                 changed_during_read: ReadLog::take(&log.changed),
@@ -156,6 +174,27 @@ pub fn take_snapshot(
         }
         Err(e) => Err(repo.err("snapshot", &e)),
     }
+}
+
+fn is_activation(s: &SnapshotFile) -> bool {
+    s.tags.iter().any(|t| t == TAG_ACTIVATED)
+}
+
+fn fenced(volume: &str, marker: &SnapshotFile) -> VolumeError {
+    VolumeError::Fenced {
+        volume: volume.into(),
+        region: marker.hostname.clone(),
+        at: marker.time.timestamp().to_string(),
+    }
+}
+
+/// An activation marker in `snaps` that was not among `known` (the ones there when a
+/// snapshot began).
+fn new_activation<'a>(snaps: &'a [SnapshotFile], known: &[SnapshotId]) -> Option<&'a SnapshotFile> {
+    snaps
+        .iter()
+        .rev()
+        .find(|s| is_activation(s) && !known.contains(&s.id))
 }
 
 /// Run a hook command with a timeout.
@@ -216,4 +255,41 @@ pub async fn snapshot_with_hooks(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(n: u8, activated: bool) -> SnapshotFile {
+        let mut s = SnapshotFile {
+            id: format!("{n:064x}").parse().expect("id"),
+            ..SnapshotFile::default()
+        };
+        if activated {
+            s.tags = TAG_ACTIVATED.parse().expect("tag");
+        }
+        s
+    }
+
+    /// The fence check after a snapshot is written: only a marker that was not there when
+    /// the snapshot began fences it (an old failover's marker, already behind newer
+    /// snapshots, does not).
+    #[test]
+    fn only_an_activation_saved_during_the_snapshot_is_new() {
+        let before = vec![snap(1, false), snap(2, true), snap(3, false)];
+        let known: Vec<_> = before
+            .iter()
+            .filter(|s| is_activation(s))
+            .map(|s| s.id)
+            .collect();
+        assert!(new_activation(&before, &known).is_none());
+        let mut after = before.clone();
+        after.push(snap(4, false));
+        assert!(new_activation(&after, &known).is_none(), "our own snapshot");
+        after.insert(3, snap(5, true));
+        let found = new_activation(&after, &known).expect("the new marker");
+        assert_eq!(found.id, snap(5, true).id);
+        assert!(matches!(fenced("data", found), VolumeError::Fenced { .. }));
+    }
 }

@@ -83,7 +83,14 @@ fn agent_replicates_standby_follows_and_activation_fences() {
     std::fs::write(spec.source.join("after-failover"), b"split brain?").expect("write");
     let r = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(20), agent).await })
-        .expect("agent stops when fenced")
+        .unwrap_or_else(|_| {
+            // Say where the agent was, so that a rare failure here can be told apart.
+            panic!(
+                "agent stops when fenced: still running after 20 s; its status: {:?}; snapshots: {:?}",
+                status.agent_status("data/forward"),
+                Repo::open(&spec, rt.handle().clone(), None, false).and_then(|r| r.snapshots())
+            )
+        })
         .expect("join");
     assert!(matches!(r, Err(VolumeError::Fenced { .. })), "{r:?}");
     assert!(!sb_dir.join("after-failover").exists());
