@@ -31,6 +31,8 @@ http {
     listen 127.0.0.1:$2 reuseport backlog=4096;
     location / { default_type text/plain; return 200 "0123456789012345678901234567890123456789012345678901234567890123"; }
     location /f/ { root $1/origin/www; default_type text/plain; }
+    # What a proxy added to the request, for run.sh's check that every proxy does the same work.
+    location = /fields { default_type text/plain; return 200 "xfh=\$http_x_forwarded_host fwd=\$http_forwarded rid=\$http_x_request_id\n"; }
   }
 }
 EOF

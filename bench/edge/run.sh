@@ -13,8 +13,16 @@
 #   PAIRED=0 bench/edge/run.sh                 # without the paired runs (below)
 #   PROBED=1 bench/edge/run.sh                 # Tandem's group with an active probe and a
 #                                              # standby origin, as production groups are
+#   PEER_FIELDS=minimal bench/edge/run.sh      # nginx and HAProxy add only X-Forwarded-For
+#                                              # and -Proto (the configs before 5 Dec)
 #
 # How it is made comparable on a small shared machine:
+# - every proxy does the same work on a request (PEER_FIELDS=same, the default): besides
+#   X-Forwarded-For and X-Forwarded-Proto, nginx and HAProxy are configured to add what
+#   Tandem's edge always adds: X-Forwarded-Host, a `Forwarded` field (RFC 7239) and a fresh
+#   X-Request-Id per request, sent to the origin and returned to the client; the script
+#   checks this with one request through each before it measures (the two spikes add only
+#   X-Forwarded-For: they are floors, not products);
 # - every proxy gets one worker (THREADS=1: Tandem's `--threads 1`, nginx `worker_processes
 #   1`, HAProxy `nbthread 1`, Pingora `threads: 1`) and is pinned to PROXY_CPU (default 1);
 #   the load generator (wrk -t1, h2load -t1) and the origin are pinned to LOAD_CPU (default 0);
@@ -30,7 +38,7 @@
 #   requests each served in the same seconds and of their p99 latencies under the same
 #   conditions are the steadiest comparison this machine gives.
 #
-# Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), haproxy, openssl,
+# Needs Debian's wrk, nghttp2-client (h2load), nginx-light (or nginx), haproxy, openssl, curl,
 # util-linux (taskset); cmake and a Rust toolchain for the Pingora spike
 # (bench/edge/pingora-spike, built on first use, skipped with a note if it cannot be built).
 # bench/edge/h1-spike (a minimal tokio + httparse HTTP/1.1 proxy: the floor of the runtime,
@@ -47,6 +55,9 @@ PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 MODES=${MODES:-"plain tls h2"}
 PAIRED=${PAIRED:-1}
+PEER_FIELDS=${PEER_FIELDS:-same}
+[[ "$PEER_FIELDS" == same || "$PEER_FIELDS" == minimal ]] ||
+  { echo "PEER_FIELDS is same or minimal, not $PEER_FIELDS" >&2; exit 2; }
 BASE=${BASE_PORT:-18000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=bench/edge/lib.sh
@@ -62,8 +73,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for t in wrk h2load nginx haproxy openssl taskset; do
-  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y wrk nghttp2-client nginx-light haproxy openssl util-linux" >&2; exit 1; }
+for t in wrk h2load nginx haproxy openssl taskset curl; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y wrk nghttp2-client nginx-light haproxy openssl util-linux curl" >&2; exit 1; }
 done
 if (( $(nproc) < 2 )); then PROXY_CPU=0; LOAD_CPU=0; fi
 on_load() { taskset -c "$LOAD_CPU" "$@"; }
@@ -114,6 +125,14 @@ taskset -c "$PROXY_CPU" "$TANDEM_BIN" --log error edge -c "$WORK/tandem.toml" --
 
 # --- nginx proxy ----------------------------------------------------------------------------
 mkdir -p "$WORK/nginx"
+# What Tandem adds besides X-Forwarded-For/-Proto (see PEER_FIELDS above).
+NGINX_SAME=""
+if [[ "$PEER_FIELDS" == same ]]; then
+  NGINX_SAME='proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header Forwarded "for=$remote_addr;host=$host;proto=$scheme";
+      proxy_set_header X-Request-Id $request_id;
+      add_header X-Request-Id $request_id always;'
+fi
 cat > "$WORK/nginx/nginx.conf" <<EOF
 worker_processes $THREADS;
 daemon off;
@@ -137,6 +156,7 @@ http {
       proxy_set_header Host \$host;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme;
+      $NGINX_SAME
     }
   }
 }
@@ -144,6 +164,17 @@ EOF
 taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & PID_nginx=$!; PIDS+=($PID_nginx)
 
 # --- haproxy --------------------------------------------------------------------------------
+# haproxy_same PROTO: the fields Tandem adds besides X-Forwarded-For/-Proto (PEER_FIELDS).
+haproxy_same() {
+  [[ "$PEER_FIELDS" == same ]] || return 0
+  cat <<EOF
+  unique-id-format %[uuid]
+  unique-id-header X-Request-Id
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded for=%[src];host=%[req.hdr(host)];proto=$1
+  http-after-response set-header X-Request-Id %[unique-id]
+EOF
+}
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   nbthread $THREADS
@@ -158,10 +189,12 @@ defaults
   http-reuse always
 frontend plain
   bind 127.0.0.1:$H_HTTP
+$(haproxy_same http)
   default_backend origin
 frontend tls
   bind 127.0.0.1:$H_HTTPS ssl crt $WORK/haproxy.pem alpn h2,http/1.1
   http-request set-header X-Forwarded-Proto https
+$(haproxy_same https)
   default_backend origin
 backend origin
   server o1 127.0.0.1:$ORIGIN
@@ -182,6 +215,17 @@ fi
 sleep 1.5
 for p in $ORIGIN $T_HTTP $T_HTTPS $N_HTTP $N_HTTPS $H_HTTP $H_HTTPS $([[ "$PINGORA" == 1 ]] && echo "$P_HTTP $P_HTTPS") $([[ "$H1SPIKE" == 1 ]] && echo "$S_HTTP"); do
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
+
+# Every proxy must add the same fields (PEER_FIELDS=same): one request each, checked.
+for name in tandem nginx haproxy; do
+  url="http://127.0.0.1:$(case $name in tandem) echo $T_HTTP ;; nginx) echo $N_HTTP ;; haproxy) echo $H_HTTP ;; esac)/fields"
+  resp=$(curl -s -D - -H "Host: bench.tandem.test" "$url" | tr -d '\r')
+  seen=$(tail -n1 <<<"$resp"); rid=$(awk -F': ' 'tolower($1)=="x-request-id" {print $2}' <<<"$resp")
+  echo "  $name adds: $seen; answers x-request-id=$rid" >&2
+  if [[ "$PEER_FIELDS" == same && ( "$seen" == *"xfh= "* || "$seen" == *"fwd= "* || "$seen" == *"rid=" || -z "$rid" ) ]]; then
+    echo "$name does not add the fields Tandem adds; fix its config above" >&2; exit 1
+  fi
 done
 
 # CPU ticks (utime+stime) of a process, its threads and its descendants (nginx workers).
@@ -250,7 +294,7 @@ measure() {
 
 read -r -a plist <<<"$PROXIES"
 n=${#plist[@]}
-echo "== edge proxy benchmark: $REPS × ${DURATION}s per case (+${WARMUP}s warm-up), $CONNS connections, $THREADS proxy worker(s) on CPU $PROXY_CPU, load and origin on CPU $LOAD_CPU, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) ==" >&2
+echo "== edge proxy benchmark: $REPS × ${DURATION}s per case (+${WARMUP}s warm-up), $CONNS connections, $THREADS proxy worker(s) on CPU $PROXY_CPU, load and origin on CPU $LOAD_CPU, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), peers add the $PEER_FIELDS fields ==" >&2
 for rep in $(seq "$REPS"); do
   for mode in $MODES; do
     for i in $(seq 0 $((n - 1))); do
