@@ -7,6 +7,7 @@
 #
 #   bench/edge/ab.sh OLD_BIN NEW_BIN                 # plain, 6 rounds of 6 s
 #   MODE=h2 ROUNDS=4 DURATION=5 bench/edge/ab.sh OLD_BIN NEW_BIN
+#   MODE=post bench/edge/ab.sh OLD_BIN NEW_BIN     # plain HTTP/1.1 POSTs (bench/edge/post.lua)
 #   PROBED=1 bench/edge/ab.sh OLD_BIN NEW_BIN      # groups with an active probe and a standby
 #   MODE=h2 FILES=100 bench/edge/ab.sh OLD NEW      # h2load cycles through 100 static files
 #                                                  # (ETag, Last-Modified, lengths differ)
@@ -53,6 +54,8 @@ load() { # port seconds outfile
     taskset -c "$LOAD_CPU" h2load -D "$2" -c "$CONNS" -m 10 -t 1 -i "$WORK/$1/uris" >"$3" 2>&1 || true
   elif [[ "$MODE" == h2 ]]; then
     taskset -c "$LOAD_CPU" h2load -D "$2" -c "$CONNS" -m 10 -t 1 "https://127.0.0.1:$(($1 + 1))/" >"$3" 2>&1 || true
+  elif [[ "$MODE" == post ]]; then
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" -s "$(dirname "$0")/post.lua" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
   else
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
   fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Edge proxy benchmark: Tandem, nginx, HAProxy (and the Pingora spike) side by side, each
 # proxying to the same origin (an nginx answering a fixed 64-byte body) on loopback, over
-# plain HTTP/1.1 and TLS HTTP/1.1 (wrk) and TLS HTTP/2 (h2load), in one run. Prints the median
+# plain HTTP/1.1 and TLS HTTP/1.1 (wrk), TLS HTTP/2 (h2load) and plain HTTP/1.1 POSTs with a
+# 200-byte body (wrk with bench/edge/post.lua), in one run. Prints the median
 # over REPS repetitions of requests per second, p50/p99 latency and the proxy's CPU time per
 # request, with ratios against Tandem.
 #
@@ -53,7 +54,7 @@ THREADS=${THREADS:-1}
 H2_STREAMS=${H2_STREAMS:-10}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-MODES=${MODES:-"plain tls h2"}
+MODES=${MODES:-"plain tls h2 post"}
 PAIRED=${PAIRED:-1}
 PEER_FIELDS=${PEER_FIELDS:-same}
 [[ "$PEER_FIELDS" == same || "$PEER_FIELDS" == minimal ]] ||
@@ -248,14 +249,17 @@ to_ms() {
 url_of() { # proxy mode
   local port
   case "$1:$2" in
-    tandem:plain) port=$T_HTTP ;; tandem:*) port=$T_HTTPS ;;
-    nginx:plain) port=$N_HTTP ;; nginx:*) port=$N_HTTPS ;;
-    haproxy:plain) port=$H_HTTP ;; haproxy:*) port=$H_HTTPS ;;
-    pingora:plain) port=$P_HTTP ;; pingora:*) port=$P_HTTPS ;;
+    tandem:plain | tandem:post) port=$T_HTTP ;; tandem:*) port=$T_HTTPS ;;
+    nginx:plain | nginx:post) port=$N_HTTP ;; nginx:*) port=$N_HTTPS ;;
+    haproxy:plain | haproxy:post) port=$H_HTTP ;; haproxy:*) port=$H_HTTPS ;;
+    pingora:plain | pingora:post) port=$P_HTTP ;; pingora:*) port=$P_HTTPS ;;
     h1spike:plain) port=$S_HTTP ;;
   esac
-  if [[ "$2" == plain ]]; then echo "http://127.0.0.1:$port/"; else echo "https://127.0.0.1:$port/"; fi
+  if [[ "$2" == plain || "$2" == post ]]; then echo "http://127.0.0.1:$port/"; else echo "https://127.0.0.1:$port/"; fi
 }
+
+# wrk's extra arguments for a mode: the POST script for `post`.
+wrk_args() { if [[ "$1" == post ]]; then echo "-s $ROOT/bench/edge/post.lua"; fi; }
 
 RESULTS="$WORK/results"
 : > "$RESULTS"
@@ -277,9 +281,11 @@ measure() {
     local failed; failed=$(awk '/^requests:/ {print $10}' <<<"$out")
     [[ "${failed:-0}" != 0 ]] && errs="failed=$failed"
   else
-    on_load wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+    # shellcheck disable=SC2046 # wrk_args is empty or two words
+    on_load wrk -t1 -c"$CONNS" -d"${WARMUP}s" $(wrk_args "$mode") "$url" >/dev/null 2>&1 || true
     c0=$(cpu_ticks "$pid")
-    out=$(on_load wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: bench.tandem.test" "$url" 2>&1)
+    # shellcheck disable=SC2046
+    out=$(on_load wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency $(wrk_args "$mode") -H "Host: bench.tandem.test" "$url" 2>&1)
     c1=$(cpu_ticks "$pid")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -313,7 +319,8 @@ load_run() {
     [[ "$outf" != /dev/null ]] && log=(--log-file="$outf.log")
     on_load h2load -D "$secs" -c "$CONNS" -m "$H2_STREAMS" -t 1 "${log[@]}" "$url" >"$outf" 2>&1 || true
   else
-    on_load wrk -t1 -c"$CONNS" -d"${secs}s" --latency -H "Host: bench.tandem.test" "$url" >"$outf" 2>&1 || true
+    # shellcheck disable=SC2046
+    on_load wrk -t1 -c"$CONNS" -d"${secs}s" --latency $(wrk_args "$mode") -H "Host: bench.tandem.test" "$url" >"$outf" 2>&1 || true
   fi
 }
 reqs_of() { # mode outfile

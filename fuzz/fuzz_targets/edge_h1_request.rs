@@ -2,20 +2,22 @@
 //! on arbitrary client bytes, whole and fed in pieces of the size the first byte picks, with
 //! limits the second byte picks. It may not panic, and what it does not take must stay in the
 //! buffer byte for byte (hyper's server reads the connection from there): a request it takes
-//! is a prefix of the input, the rest is left as it was, and feeding the same bytes in
-//! pieces ends in the same request.
+//! is a prefix of the input, the rest (the body, then the next request) is left as it was, a
+//! body is never longer than the limit, and feeding the same bytes in pieces ends in the same
+//! request.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tandem_edge::h1::{self, ParsedRequest};
 
-/// What a parse made of the input: the request (method, target, fields) and the bytes left.
-type Outcome = Option<(String, String, Vec<(String, Vec<u8>)>, bool, Vec<u8>)>;
+/// What a parse made of the input: the request (method, target, fields, close, body length)
+/// and the bytes left.
+type Outcome = Option<(String, String, Vec<(String, Vec<u8>)>, bool, u64, Vec<u8>)>;
 
 fn outcome(r: ParsedRequest, buf: &BytesMut) -> Outcome {
     match r {
-        ParsedRequest::Simple { parts, close } => Some((
+        ParsedRequest::Simple { parts, close, body } => Some((
             parts.method.to_string(),
             parts.uri.to_string(),
             parts
@@ -24,6 +26,7 @@ fn outcome(r: ParsedRequest, buf: &BytesMut) -> Outcome {
                 .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
                 .collect(),
             close,
+            body,
             buf.to_vec(),
         )),
         ParsedRequest::Partial | ParsedRequest::Other => None,
@@ -38,12 +41,13 @@ fuzz_target!(|data: &[u8]| {
     // A small head limit now and then, so that the limit paths run too.
     let max_head = if limits % 4 == 0 { usize::from(*limits) + 16 } else { 16 * 1024 };
     let max_headers = usize::from(limits % 101);
+    let max_body = u64::from(*limits) * 8;
 
     // Whole.
     let mut buf = BytesMut::from(rest);
-    let whole = h1::parse_request(&mut buf, max_head, max_headers);
-    let taken = matches!(whole, ParsedRequest::Simple { .. });
-    if taken {
+    let whole = h1::parse_request(&mut buf, max_head, max_headers, max_body);
+    if let ParsedRequest::Simple { body, .. } = &whole {
+        assert!(*body <= max_body, "a body over the limit was taken");
         assert!(rest.ends_with(&buf), "the bytes after the head are left as they were");
         assert!(buf.len() < rest.len(), "a request takes at least its request line");
     } else {
@@ -56,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     let mut pieces = rest.chunks(split);
     let pieced = loop {
         let before = buf.clone();
-        match h1::parse_request(&mut buf, max_head, max_headers) {
+        match h1::parse_request(&mut buf, max_head, max_headers, max_body) {
             ParsedRequest::Partial => {
                 assert_eq!(buf, before);
                 match pieces.next() {

@@ -38,13 +38,16 @@ pub fn full(b: impl Into<Bytes>) -> BoxBody {
 }
 
 /// A client's request body: hyper's for the requests hyper's server reads (HTTP/2, and
-/// HTTP/1 requests with a body), none for those the edge's own HTTP/1 server reads.
+/// HTTP/1 requests with a chunked or large body); for those the edge's own HTTP/1 server
+/// reads, none or the small body it read whole.
 #[derive(Debug)]
 pub enum ClientBody {
     /// Read by hyper.
     Hyper(hyper::body::Incoming),
     /// No body.
     Empty,
+    /// The whole body, already read; empty once handed on.
+    Buffered(Bytes),
 }
 
 impl Body for ClientBody {
@@ -58,6 +61,8 @@ impl Body for ClientBody {
         match self.get_mut() {
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
             ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Buffered(b) if b.is_empty() => Poll::Ready(None),
+            ClientBody::Buffered(b) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(b))))),
         }
     }
 
@@ -65,6 +70,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::Hyper(b) => b.is_end_stream(),
             ClientBody::Empty => true,
+            ClientBody::Buffered(b) => b.is_empty(),
         }
     }
 
@@ -72,6 +78,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::Hyper(b) => b.size_hint(),
             ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Buffered(b) => SizeHint::with_exact(b.len() as u64),
         }
     }
 }

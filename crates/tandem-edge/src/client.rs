@@ -123,6 +123,10 @@ pub struct Conn {
 /// Read buffer capacity reserved when the buffer runs low.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Request bytes gathered before a write: a body's frames that are ready join the head (or
+/// each other) in one write up to this much.
+const WRITE_FILL: usize = 64 * 1024;
+
 impl Conn {
     fn new(io: OriginIo, pool: Arc<OriginPool>) -> Self {
         Conn {
@@ -416,10 +420,27 @@ impl Exchange {
         }
     }
 
-    /// Move the request out: drain the write buffer, refill it from the body, until the
-    /// socket or the body has nothing more for now. `Ready(Ok)` once all of it has left.
+    /// Move the request out: fill the write buffer with what the body has ready, drain it,
+    /// until the socket or the body has nothing more for now. `Ready(Ok)` once all of it has
+    /// left. Filling comes first, so the head and a body that is already here (a small one
+    /// the client sent with its head) leave in one write.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
         loop {
+            let mut body_waits = false;
+            if !self.body_done && self.conn.wbuf.len() - self.conn.wpos < WRITE_FILL {
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        if let Err(error) = self.take(frame) {
+                            return Poll::Ready(Err(Failure {
+                                error,
+                                stale: false,
+                            }));
+                        }
+                        continue;
+                    }
+                    Poll::Pending => body_waits = true,
+                }
+            }
             if let Err(e) = std::task::ready!(self.conn.poll_drain(cx)) {
                 return Poll::Ready(Err(Failure {
                     error: OriginError::Io(e),
@@ -431,54 +452,54 @@ impl Exchange {
                 self.write_done = true;
                 return Poll::Ready(Ok(()));
             }
-            let fail = |error| {
-                Poll::Ready(Err(Failure {
-                    error,
-                    stale: false,
-                }))
-            };
-            match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                None => {
-                    if let RequestFraming::Length(n) = self.framing
-                        && self.sent < n
-                    {
-                        return fail(OriginError::BodyLength("shorter"));
-                    }
-                    if self.framing == RequestFraming::Chunked {
-                        h1::encode_last_chunk(&mut self.conn.wbuf, None);
-                    }
-                    self.body_done = true;
+            if body_waits {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Put what the body gave into the write buffer, framed.
+    fn take(&mut self, frame: Option<Result<Frame<Bytes>, BoxError>>) -> Result<(), OriginError> {
+        match frame {
+            None => {
+                if let RequestFraming::Length(n) = self.framing
+                    && self.sent < n
+                {
+                    return Err(OriginError::BodyLength("shorter"));
                 }
-                Some(Err(e)) => return fail(OriginError::Body(e)),
-                Some(Ok(frame)) => {
-                    self.body_touched = true;
-                    match frame.into_data() {
-                        Ok(d) => {
-                            self.sent += d.len() as u64;
-                            match self.framing {
-                                RequestFraming::Chunked => {
-                                    h1::encode_chunk(&mut self.conn.wbuf, &d)
-                                }
-                                RequestFraming::Length(n) if self.sent > n => {
-                                    return fail(OriginError::BodyLength("longer"));
-                                }
-                                _ => self.conn.wbuf.extend_from_slice(&d),
+                if self.framing == RequestFraming::Chunked {
+                    h1::encode_last_chunk(&mut self.conn.wbuf, None);
+                }
+                self.body_done = true;
+            }
+            Some(Err(e)) => return Err(OriginError::Body(e)),
+            Some(Ok(frame)) => {
+                self.body_touched = true;
+                match frame.into_data() {
+                    Ok(d) => {
+                        self.sent += d.len() as u64;
+                        match self.framing {
+                            RequestFraming::Chunked => h1::encode_chunk(&mut self.conn.wbuf, &d),
+                            RequestFraming::Length(n) if self.sent > n => {
+                                return Err(OriginError::BodyLength("longer"));
                             }
+                            _ => self.conn.wbuf.extend_from_slice(&d),
                         }
-                        Err(frame) => {
-                            // Trailers end a chunked body; a length-delimited body has no
-                            // place for them (hyper drops them too).
-                            if let (Ok(t), RequestFraming::Chunked) =
-                                (frame.into_trailers(), self.framing)
-                            {
-                                h1::encode_last_chunk(&mut self.conn.wbuf, Some(&t));
-                                self.body_done = true;
-                            }
+                    }
+                    Err(frame) => {
+                        // Trailers end a chunked body; a length-delimited body has no
+                        // place for them (hyper drops them too).
+                        if let (Ok(t), RequestFraming::Chunked) =
+                            (frame.into_trailers(), self.framing)
+                        {
+                            h1::encode_last_chunk(&mut self.conn.wbuf, Some(&t));
+                            self.body_done = true;
                         }
                     }
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -542,7 +563,8 @@ impl OriginClient {
     ///
     /// A pooled connection that turns out closed (nothing comes back, and the request either
     /// never left whole or is idempotent with its body untouched) is replaced by another and
-    /// the request sent again, as hyper-util's pool does.
+    /// the request sent again, as hyper-util's pool does; when not a byte of it had left,
+    /// the same bytes go on the new connection, with the rest of the body after them.
     pub async fn send(
         &self,
         pool: &Arc<OriginPool>,
@@ -576,16 +598,7 @@ impl OriginClient {
         );
         let mut body = body;
         loop {
-            let pooled = std::future::poll_fn(|cx| Poll::Ready(self.checkout(pool, cx))).await;
-            let (mut conn, reused) = match pooled {
-                Some(c) => (c, true),
-                // Connecting (TCP, TLS) is a big future of its own, boxed so that the common
-                // case (a pooled connection) does not carry and move it.
-                None => (
-                    Conn::new(Box::pin(self.connect_io(&pool.target)).await?, pool.clone()),
-                    false,
-                ),
-            };
+            let (mut conn, mut reused) = self.conn_for(pool).await?;
             let empty = body.is_end_stream();
             let framing = match h1::encode_request_head(
                 &mut conn.wbuf,
@@ -614,20 +627,45 @@ impl OriginClient {
                 head_written: false,
                 got_bytes: false,
             };
-            match std::future::poll_fn(|cx| ex.poll_head(cx, head_request)).await {
-                Ok(head) => return Ok(PooledBody::response(ex, head)),
-                Err(f)
-                    if reused
-                        && f.stale
-                        && !ex.body_touched
-                        && (idempotent || !ex.head_written) =>
-                {
-                    tracing::debug!(error = %f.error, "pooled origin connection was closed; sending again on a fresh one");
-                    body = ex.body;
+            loop {
+                match std::future::poll_fn(|cx| ex.poll_head(cx, head_request)).await {
+                    Ok(head) => return Ok(PooledBody::response(ex, head)),
+                    Err(f) if reused && f.stale && ex.conn.wpos == 0 && !ex.head_written => {
+                        tracing::debug!(error = %f.error, "pooled origin connection was closed before the request left; sending it on another");
+                        let (mut fresh, r) = self.conn_for(pool).await?;
+                        fresh.wbuf = std::mem::take(&mut ex.conn.wbuf);
+                        ex.conn = fresh;
+                        reused = r;
+                    }
+                    Err(f)
+                        if reused
+                            && f.stale
+                            && !ex.body_touched
+                            && (idempotent || !ex.head_written) =>
+                    {
+                        tracing::debug!(error = %f.error, "pooled origin connection was closed; sending again on a fresh one");
+                        break;
+                    }
+                    Err(f) => return Err(f.error),
                 }
-                Err(f) => return Err(f.error),
             }
+            body = ex.body;
         }
+    }
+
+    /// A pooled connection to the origin if one is alive, else a new one; and whether it
+    /// was pooled.
+    async fn conn_for(&self, pool: &Arc<OriginPool>) -> Result<(Conn, bool), OriginError> {
+        let pooled = std::future::poll_fn(|cx| Poll::Ready(self.checkout(pool, cx))).await;
+        Ok(match pooled {
+            Some(c) => (c, true),
+            // Connecting (TCP, TLS) is a big future of its own, boxed so that the common
+            // case (a pooled connection) does not carry and move it.
+            None => (
+                Conn::new(Box::pin(self.connect_io(&pool.target)).await?, pool.clone()),
+                false,
+            ),
+        })
     }
 
     async fn send_upgrade(

@@ -312,17 +312,21 @@ pub fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, 
 pub enum ParsedRequest {
     /// More bytes are needed (and the buffer is still under the limit).
     Partial,
-    /// A plain HTTP/1.1 request without a body, removed from the buffer. `close`: the
-    /// client asked to close the connection after it.
+    /// A plain HTTP/1.1 request whose head is removed from the buffer; its body (`body`
+    /// bytes, from its one `Content-Length`) is what follows in the buffer and on the
+    /// connection. `close`: the client asked to close the connection after it.
     Simple {
         /// The request line and fields.
         parts: http::request::Parts,
         /// `Connection: close`.
         close: bool,
+        /// The body's length: the request's `Content-Length`, 0 without one.
+        body: u64,
     },
-    /// Anything else — a body, an upgrade, `Expect`, HTTP/1.0, CONNECT, a head over the
-    /// limit or one that does not parse: left in the buffer for hyper's server, which
-    /// serves the connection from here on (and answers 400/431/414 where it must).
+    /// Anything else — a chunked or larger body, an upgrade, `Expect`, HTTP/1.0, CONNECT, a
+    /// head over the limit or one that does not parse: left in the buffer for hyper's
+    /// server, which serves the connection from here on (and answers 400/431/414 where it
+    /// must).
     Other,
 }
 
@@ -330,10 +334,16 @@ pub enum ParsedRequest {
 const MAX_URI: usize = 65_534;
 
 /// Parse the request head at the start of `buf` if it is a [`ParsedRequest::Simple`] one:
-/// HTTP/1.1, a method other than CONNECT, no `Transfer-Encoding`, no `Content-Length` other
-/// than one `0`, no `Expect`, no `Upgrade` and no `upgrade` token in `Connection`, at most
-/// `max_headers` fields within `max_head` bytes. Field values are slices of the head's bytes.
-pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_headers: usize) -> ParsedRequest {
+/// HTTP/1.1, a method other than CONNECT, no `Transfer-Encoding`, at most one
+/// `Content-Length`, written in plain decimal without leading zeros and at most `max_body`,
+/// no `Expect`, no `Upgrade` and no `upgrade` token in `Connection`, at most `max_headers`
+/// fields within `max_head` bytes. Field values are slices of the head's bytes.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    max_head: usize,
+    max_headers: usize,
+    max_body: u64,
+) -> ParsedRequest {
     let mut fields =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let fields = &mut fields[..max_headers.min(MAX_HEADERS)];
@@ -365,6 +375,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_headers: usize) ->
     let path_span = path_at..path_at + path.len();
     let mut close = false;
     let mut lengths = 0;
+    let mut body = 0;
     let mut spans = [[0u32; 4]; MAX_HEADERS];
     let n = req.headers.len();
     for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
@@ -374,8 +385,9 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_headers: usize) ->
             return ParsedRequest::Other;
         }
         if is(&header::CONTENT_LENGTH) {
-            if h.value != b"0" {
-                return ParsedRequest::Other;
+            match content_length(h.value) {
+                Some(n) if n <= max_body => body = n,
+                _ => return ParsedRequest::Other,
             }
             lengths += 1;
         }
@@ -417,7 +429,18 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize, max_headers: usize) ->
     *r.uri_mut() = uri;
     *r.headers_mut() = headers;
     let (parts, ()) = r.into_parts();
-    ParsedRequest::Simple { parts, close }
+    ParsedRequest::Simple { parts, close, body }
+}
+
+/// A `Content-Length` value in its one plain form: 1 to 18 decimal digits, no sign, no
+/// leading zero (other than `0` itself), no spaces. Anything else goes to hyper.
+fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || (v.len() > 1 && v[0] == b'0') {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// How a response body goes to the client.
@@ -1021,7 +1044,7 @@ mod tests {
 
     fn request(raw: &[u8]) -> (ParsedRequest, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        let p = parse_request(&mut buf, 8192, 100);
+        let p = parse_request(&mut buf, 8192, 100, 1024);
         (p, buf)
     }
 
@@ -1030,10 +1053,11 @@ mod tests {
         let (p, rest) = request(
             b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 0\r\n\r\nGET /next",
         );
-        let ParsedRequest::Simple { parts, close } = p else {
+        let ParsedRequest::Simple { parts, close, body } = p else {
             panic!("{p:?}")
         };
         assert!(!close);
+        assert_eq!(body, 0);
         assert_eq!(parts.method, Method::GET);
         assert_eq!(parts.uri, "/a?b=c");
         assert_eq!(parts.version, Version::HTTP_11);
@@ -1043,7 +1067,7 @@ mod tests {
 
         let (p, _) =
             request(b"DELETE http://x/y HTTP/1.1\r\nconnection: keep-alive, Close\r\n\r\n");
-        let ParsedRequest::Simple { parts, close } = p else {
+        let ParsedRequest::Simple { parts, close, .. } = p else {
             panic!("{p:?}")
         };
         assert!(close);
@@ -1052,6 +1076,48 @@ mod tests {
         let (p, rest) = request(b"GET / HTTP/1.1\r\nHost: x\r\n");
         assert!(matches!(p, ParsedRequest::Partial));
         assert_eq!(rest.len(), 25, "a partial head stays");
+
+        // A body up to the limit: the head is taken, the body stays for the server to read.
+        let (p, rest) =
+            request(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /next");
+        let ParsedRequest::Simple { parts, body, .. } = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!((parts.method, body), (Method::POST, 5));
+        assert_eq!(parts.headers["content-length"], "5");
+        assert_eq!(&rest[..], b"helloGET /next");
+        let (p, _) = request(b"PUT / HTTP/1.1\r\nContent-Length: 1024\r\n\r\n");
+        assert!(
+            matches!(p, ParsedRequest::Simple { body: 1024, .. }),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn content_lengths_in_their_plain_form_only() {
+        for (v, n) in [("0", Some(0)), ("7", Some(7)), ("123456", Some(123_456))] {
+            assert_eq!(content_length(v.as_bytes()), n, "{v}");
+        }
+        let max = "999999999999999999";
+        assert_eq!(
+            content_length(max.as_bytes()),
+            Some(999_999_999_999_999_999)
+        );
+        for v in [
+            "",
+            "00",
+            "07",
+            "+5",
+            "-1",
+            "5 ",
+            " 5",
+            "5,5",
+            "0x10",
+            "1e3",
+            "9999999999999999999",
+        ] {
+            assert_eq!(content_length(v.as_bytes()), None, "{v:?}");
+        }
     }
 
     #[test]
@@ -1059,7 +1125,11 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(9000));
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(101));
         let cases: &[&[u8]] = &[
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\ncontent-length: 0\r\n\r\n",

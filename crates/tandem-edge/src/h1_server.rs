@@ -1,15 +1,22 @@
 //! The edge's own HTTP/1.1 server for the common request: a keep-alive connection of
-//! requests without a body (GET, HEAD, DELETE, ...). Each head is parsed with httparse
-//! straight into slices of the read buffer ([`crate::h1::parse_request`]), handed to
-//! [`crate::proxy::handle`] in this task, and the answer is written with its head and first
-//! bytes in one write ([`crate::h1::encode_response_head`]).
+//! requests without a body (GET, HEAD, DELETE, ...) or with a small one of a known length
+//! (a form or API call up to [`OWN_BODY_MAX`], from its one `Content-Length`). Each head is
+//! parsed with httparse straight into slices of the read buffer
+//! ([`crate::h1::parse_request`]), its body (if any) read whole into memory, the request
+//! handed to [`crate::proxy::handle`] in this task, and the answer written with its head and
+//! first bytes in one write ([`crate::h1::encode_response_head`]).
 //!
-//! Everything else — a request with a body, an upgrade, `Expect`, HTTP/1.0, CONNECT, a head
-//! over the limit or one that does not parse, the HTTP/2 preface — is handed over with the
-//! unread bytes to hyper's server, which serves the connection from that request on. So the
-//! protocol's hard cases (body framing, smuggling attempts, 400/431/414 answers, `100
-//! Continue`, upgrades) keep one implementation, hyper's, and this path only ever sees
-//! requests that hyper would read the same way.
+//! Everything else — a chunked or larger body, an upgrade, `Expect`, HTTP/1.0, CONNECT, a
+//! head over the limit or one that does not parse, the HTTP/2 preface — is handed over with
+//! the unread bytes to hyper's server, which serves the connection from that request on
+//! (streaming bodies of any size). So the protocol's hard cases (chunked framing, smuggling
+//! attempts, 400/431/414 answers, `100 Continue`, upgrades) keep one implementation,
+//! hyper's, and this path only ever sees requests that hyper would read the same way.
+//!
+//! A small body is read before the request goes on, as nginx buffers request bodies: the
+//! whole exchange with the origin then runs from memory, and a body that does not arrive is
+//! bounded by the connection's head deadline (a client that stops mid-body gets `408` when
+//! `timeouts.client_header` passes, as one that stops mid-head does).
 //!
 //! Why: hyper's server dispatcher was the largest part of the edge's own CPU per request
 //! after the origin client (docs/ARCHITECTURE.md, "Edge data path").
@@ -33,6 +40,11 @@ use crate::stop::Stop;
 /// Frames at least this large are written from their own buffer, not copied into ours.
 const COPY_LIMIT: usize = 16 * 1024;
 
+/// The largest request body this server reads (into memory, before the request goes on);
+/// a longer one goes to hyper's server, which streams it. nginx buffers up to 16 KiB in
+/// memory too (`client_body_buffer_size` on 64-bit systems).
+pub(crate) const OWN_BODY_MAX: u64 = 16 * 1024;
+
 /// How a connection left this server.
 pub(crate) enum Ended<S> {
     /// Closed: by the client, after `Connection: close`, on shutdown or on an error.
@@ -51,21 +63,26 @@ pub(crate) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (max_head, max_headers) = {
+    let (max_head, max_headers, max_body) = {
         let snap = inner.snapshot.load();
         let l = &snap.cfg.limits;
-        // The same bound as hyper's read buffer; the exact limit is the proxy's (431).
-        (l.max_header_bytes.max(8192) + 1024, l.max_headers)
+        // The same bound as hyper's read buffer; the exact limit is the proxy's (431). A
+        // body over the configured limit goes to hyper's path for its 413.
+        (
+            l.max_header_bytes.max(8192) + 1024,
+            l.max_headers,
+            OWN_BODY_MAX.min(l.max_body_bytes),
+        )
     };
     // One registration for the connection's life, not one per request.
     let mut stopped = std::pin::pin!(stop.wait());
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let mut wbuf: Vec<u8> = Vec::with_capacity(8 * 1024);
     loop {
-        let (parts, close) = loop {
+        let (parts, close, body_len) = loop {
             if !rbuf.is_empty() {
-                match h1::parse_request(&mut rbuf, max_head, max_headers) {
-                    ParsedRequest::Simple { parts, close } => break (parts, close),
+                match h1::parse_request(&mut rbuf, max_head, max_headers, max_body) {
+                    ParsedRequest::Simple { parts, close, body } => break (parts, close, body),
                     ParsedRequest::Other => return Ended::Handover(io, rbuf),
                     ParsedRequest::Partial => {}
                 }
@@ -88,8 +105,22 @@ where
                 Ok(_) => {}
             }
         };
+        let body = if body_len == 0 {
+            ClientBody::Empty
+        } else {
+            // At most OWN_BODY_MAX, so the cast and the reservation are small.
+            let n = body_len as usize;
+            while rbuf.len() < n {
+                rbuf.reserve(n - rbuf.len());
+                match io.read_buf(&mut rbuf).await {
+                    Ok(0) | Err(_) => return Ended::Closed,
+                    Ok(_) => {}
+                }
+            }
+            ClientBody::Buffered(rbuf.split_to(n).freeze())
+        };
         let head_request = parts.method == Method::HEAD;
-        let req = Request::from_parts(parts, ClientBody::Empty);
+        let req = Request::from_parts(parts, body);
         let resp = match crate::proxy::handle(inner.clone(), info.clone(), req).await {
             Ok(r) => r,
             Err(never) => match never {},

@@ -1,8 +1,9 @@
 //! The edge's HTTP/1.1 server towards clients (crates/tandem-edge/src/h1_server.rs) on raw
-//! TCP and TLS: pipelined requests, every response framing, HEAD, `Connection: close`, the
-//! hand-over to hyper's server at the first request that needs it (a body, an upgrade, a
-//! head that does not parse) on a connection that already served requests, and a client
-//! that goes away mid-response.
+//! TCP and TLS: pipelined requests, every response framing, HEAD, `Connection: close`, small
+//! bodies read whole (pipelined, in pieces, cut off), the hand-over to hyper's server at the
+//! first request that needs it (a chunked or large body, an upgrade, a head that does not
+//! parse) on a connection that already served requests, and a client that goes away
+//! mid-response.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -210,10 +211,8 @@ async fn hyper_takes_over_at_the_first_request_that_needs_it() {
     let mut c = Reader::new(tcp);
     c.send(&get("/before", "")).await;
     assert_eq!(c.answer(false).await.status, 200);
-    // A body: hyper reads it (pipelined with a GET that hyper then serves too).
-    let mut two =
-        b"POST /upload HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n\r\nhello"
-            .to_vec();
+    // A chunked body: hyper reads it (pipelined with a GET that hyper then serves too).
+    let mut two = b"POST /upload HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec();
     two.extend(get("/after", ""));
     c.send(&two).await;
     let a = c.answer(false).await;
@@ -291,6 +290,107 @@ async fn tls_clients_get_the_same_server() {
     let j: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     assert_eq!(j["body_len"], 3);
     assert!(c.closed().await);
+    edge.stop().await;
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// What the echo origin says it received: method, target, body length and first bytes.
+fn echoed(a: &Answer) -> (String, String, u64, String) {
+    assert_eq!(a.status, 200, "{}", a.text());
+    let j: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    (
+        j["method"].as_str().unwrap().to_string(),
+        j["uri"].as_str().unwrap().to_string(),
+        j["body_len"].as_u64().unwrap(),
+        j["body_head"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn small_bodies_are_read_whole_and_the_connection_goes_on() {
+    let (edge, o) = edge_and_origin().await;
+    let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let mut c = Reader::new(tcp);
+    // Pipelined in one write: a form, a GET, an API call, a body at the own server's
+    // limit (16 KiB), one byte over it (hyper from there on), a GET after it.
+    let mut all = post("/form", b"a=1&b=2");
+    all.extend(get("/between", ""));
+    all.extend(post("/api", br#"{"k":"v"}"#));
+    let at_limit: Vec<u8> = (0..16 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    all.extend(post("/at-limit", &at_limit));
+    all.extend(post("/over", &vec![b'z'; 16 * 1024 + 1]));
+    all.extend(get("/after", ""));
+    c.send(&all).await;
+    let want = [
+        ("POST", "/form", 7, "a=1&b=2"),
+        ("GET", "/between", 0, ""),
+        ("POST", "/api", 9, r#"{"k":"v"}"#),
+        (
+            "POST",
+            "/at-limit",
+            16 * 1024,
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijkl",
+        ),
+        (
+            "POST",
+            "/over",
+            16 * 1024 + 1,
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ),
+        ("GET", "/after", 0, ""),
+    ];
+    for (m, u, n, head) in want {
+        let got = echoed(&c.answer(false).await);
+        assert_eq!(got, (m.into(), u.into(), n, head.into()));
+    }
+
+    // A head and its body in pieces, with pauses between them.
+    let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let mut c = Reader::new(tcp);
+    let whole = post("/pieces", b"0123456789");
+    let cut = whole.len() - 10;
+    for part in [
+        &whole[..cut - 3],
+        &whole[cut - 3..cut + 4],
+        &whole[cut + 4..],
+    ] {
+        c.send(part).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let got = echoed(&c.answer(false).await);
+    assert_eq!(
+        got,
+        ("POST".into(), "/pieces".into(), 10, "0123456789".into())
+    );
+    // The same connection keeps serving.
+    c.send(&post("/again", b"xyz")).await;
+    assert_eq!(echoed(&c.answer(false).await).2, 3);
+
+    // A client that leaves mid-body: nothing reaches the origin, and the edge serves on.
+    let hits = o.hits();
+    for _ in 0..10 {
+        let mut s = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+        let whole = post("/cut", &[b'c'; 1000]);
+        s.write_all(&whole[..whole.len() - 400]).await.unwrap();
+        drop(s);
+    }
+    let r = raw(
+        edge.http,
+        &post("/still", b"ok"),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(o.hits(), hits + 1, "a cut-off body reached the origin");
     edge.stop().await;
 }
 

@@ -220,8 +220,10 @@ proptest! {
 type Seen = (String, String, Vec<(String, Vec<u8>)>);
 
 /// What hyper's HTTP/1 server makes of `raw`: the request it hands to its service (method,
-/// target, fields in order), or `None` when it refuses the bytes.
-fn hyper_reads(raw: &[u8]) -> Option<Seen> {
+/// target, fields in order) and its body (`None` if reading it failed), or `None` when it
+/// refuses the bytes.
+fn hyper_reads(raw: &[u8]) -> Option<(Seen, Option<Vec<u8>>)> {
+    use http_body_util::BodyExt;
     use hyper_util::rt::TokioIo;
     use tokio::io::AsyncWriteExt;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -231,6 +233,7 @@ fn hyper_reads(raw: &[u8]) -> Option<Seen> {
     rt.block_on(async {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (btx, mut brx) = tokio::sync::mpsc::unbounded_channel();
         let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let fields = req
                 .headers()
@@ -238,18 +241,24 @@ fn hyper_reads(raw: &[u8]) -> Option<Seen> {
                 .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
                 .collect::<Vec<_>>();
             let _ = tx.send((req.method().to_string(), req.uri().to_string(), fields));
-            async {
+            let btx = btx.clone();
+            async move {
+                if let Ok(b) = req.into_body().collect().await {
+                    let _ = btx.send(b.to_bytes().to_vec());
+                }
                 Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
                     bytes::Bytes,
                 >::new()))
             }
         });
-        let conn =
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), svc);
+        // `half_close`: the client's end of input does not cancel the request being read.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(TokioIo::new(server), svc);
         client.write_all(raw).await.unwrap();
         client.shutdown().await.unwrap();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
-        rx.try_recv().ok()
+        rx.try_recv().ok().map(|seen| (seen, brx.try_recv().ok()))
     })
 }
 
@@ -291,22 +300,24 @@ fn request_bytes() -> impl Strategy<Value = Vec<u8>> {
         eol.clone(),
         proptest::collection::vec(field, 0..6),
         eol,
+        // What follows the head: a body, part of one, or the next request's first bytes.
+        "[ -~]{0,8}",
     )
-        .prop_map(|(m, t, v, e, fields, end)| {
-            format!("{m} {t} {v}{e}{}{end}", fields.concat()).into_bytes()
+        .prop_map(|(m, t, v, e, fields, end, after)| {
+            format!("{m} {t} {v}{e}{}{end}{after}", fields.concat()).into_bytes()
         })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
     /// The edge's own HTTP/1 server only takes requests that hyper's server would read the
-    /// same way (same method, target and fields); everything else is left untouched for
-    /// hyper, which serves the connection from there.
+    /// same way (same method, target, fields and body); everything else is left untouched
+    /// for hyper, which serves the connection from there.
     #[test]
     fn own_request_parser_agrees_with_hyper(raw in request_bytes()) {
         let mut buf = bytes::BytesMut::from(&raw[..]);
-        match tandem_edge::h1::parse_request(&mut buf, 16 * 1024, 100) {
-            tandem_edge::h1::ParsedRequest::Simple { parts, .. } => {
+        match tandem_edge::h1::parse_request(&mut buf, 16 * 1024, 100, 1024) {
+            tandem_edge::h1::ParsedRequest::Simple { parts, body, .. } => {
                 let ours: Seen = (
                     parts.method.to_string(),
                     parts.uri.to_string(),
@@ -316,9 +327,18 @@ proptest! {
                         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
                         .collect::<Vec<_>>(),
                 );
-                prop_assert!(buf.is_empty());
+                prop_assert!(raw.ends_with(&buf), "only the head is taken");
+                // The body as the own server reads it: the next `body` bytes, or none when
+                // the connection ends before them (hyper's read fails then too).
+                let body = usize::try_from(body).unwrap();
+                let ours_body = (buf.len() >= body).then(|| buf[..body].to_vec());
                 let theirs = hyper_reads(&raw);
-                prop_assert_eq!(Some(ours), theirs, "{:?}", String::from_utf8_lossy(&raw));
+                prop_assert_eq!(
+                    Some((ours, ours_body)),
+                    theirs,
+                    "{:?}",
+                    String::from_utf8_lossy(&raw)
+                );
             }
             tandem_edge::h1::ParsedRequest::Other | tandem_edge::h1::ParsedRequest::Partial => {
                 prop_assert_eq!(&buf[..], &raw[..]);

@@ -905,6 +905,19 @@ async fn protocol_edge_cases_get_clear_4xx_and_no_crash() {
     );
     assert_eq!(status(&r), "408", "{r}");
     assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    // So is one that never finishes a small body (the own server reads those whole).
+    let started = std::time::Instant::now();
+    let r = raw(
+        edge.http,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "slow body held the connection"
+    );
+    assert_eq!(status(&r), "408", "{r}");
     // A plain connection that opened with the HTTP/2 preface and sent no request is closed
     // without an HTTP/1 answer.
     let started = std::time::Instant::now();

@@ -175,6 +175,7 @@ async fn origin_handler(
         "version": version,
         "headers": headers,
         "body_len": body.len(),
+        "body_head": String::from_utf8_lossy(&body[..body.len().min(64)]),
     });
     Ok(b.body(full(json.to_string())).unwrap())
 }
