@@ -8,6 +8,9 @@
 #   bench/edge/ab.sh OLD_BIN NEW_BIN                 # plain, 6 rounds of 6 s
 #   MODE=h2 ROUNDS=4 DURATION=5 bench/edge/ab.sh OLD_BIN NEW_BIN
 #   MODE=post bench/edge/ab.sh OLD_BIN NEW_BIN     # plain HTTP/1.1 POSTs (bench/edge/post.lua)
+#   MODE=tls bench/edge/ab.sh OLD_BIN NEW_BIN      # HTTP/1.1 over TLS (wrk)
+#   CLOSE=1 MODE=tls bench/edge/ab.sh OLD NEW      # a new connection per request
+#                                                  # (`Connection: close`; TLS: a full handshake)
 #   PROBED=1 bench/edge/ab.sh OLD_BIN NEW_BIN      # groups with an active probe and a standby
 #   MODE=h2 FILES=100 bench/edge/ab.sh OLD NEW      # h2load cycles through 100 static files
 #                                                  # (ETag, Last-Modified, lengths differ)
@@ -48,6 +51,8 @@ mkdir -p "$WORK/$((BASE + 1))" "$WORK/$((BASE + 11))"
 tandem_toml "$WORK" $((BASE + 11)) $((BASE + 12)) "$ORIGIN" > "$WORK/b.toml"
 
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+close=()
+[[ "${CLOSE:-0}" == 1 ]] && close=(-H "Connection: close")
 load() { # port seconds outfile
   if [[ "$MODE" == h2 && "${FILES:-0}" -gt 0 ]]; then
     uris_file "$WORK/$1" $(($1 + 1))
@@ -55,16 +60,18 @@ load() { # port seconds outfile
   elif [[ "$MODE" == h2 ]]; then
     taskset -c "$LOAD_CPU" h2load -D "$2" -c "$CONNS" -m 10 -t 1 "https://127.0.0.1:$(($1 + 1))/" >"$3" 2>&1 || true
   elif [[ "$MODE" == post ]]; then
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" -s "$(dirname "$0")/post.lua" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "${close[@]}" -s "$(dirname "$0")/post.lua" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
+  elif [[ "$MODE" == tls ]]; then
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "${close[@]}" "https://127.0.0.1:$(($1 + 1))/" >"$3" 2>&1 || true
   else
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "${close[@]}" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
   fi
 }
 requests() {
   if [[ "$MODE" == h2 ]]; then awk '/^requests:/ {print $8}' "$1"; else awk '/requests in/ {print $1}' "$1"; fi
 }
 
-echo "== A/B ($MODE): A=$A_BIN B=$B_BIN, $ROUNDS rounds × ${DURATION}s, both on CPU $PROXY_CPU ==" >&2
+echo "== A/B ($MODE$([[ "${CLOSE:-0}" == 1 ]] && echo ", a connection per request")): A=$A_BIN B=$B_BIN, $ROUNDS rounds × ${DURATION}s, both on CPU $PROXY_CPU ==" >&2
 HZ=$(getconf CLK_TCK)
 ratios=()
 for round in $(seq "$ROUNDS"); do
