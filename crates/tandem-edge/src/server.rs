@@ -41,6 +41,26 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
     TcpListener::from_std(sock.into()).map_err(err)
 }
 
+/// hyper's connection builders, made once per listener: the automatic one (plain
+/// connections, which may turn out to be HTTP/2 with prior knowledge) and the two that ALPN
+/// picks on TLS connections.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(inner: &Inner) -> Self {
+        let auto = builder(inner);
+        Self {
+            h1: auto.clone().http1_only(),
+            h2: auto.clone().http2_only(),
+            auto,
+        }
+    }
+}
+
 fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
     let snap = inner.snapshot.load();
     let l = &snap.cfg.limits;
@@ -76,7 +96,7 @@ pub(crate) async fn accept_loop(
     let local = listener.local_addr().ok();
     let max = inner.snapshot.load().cfg.limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
-    let builder = Arc::new(builder(&inner));
+    let builders = Arc::new(Builders::new(&inner));
     tracing::info!(listen = ?local, tls = tls.is_some(), "edge listening");
     loop {
         let permit = tokio::select! {
@@ -101,14 +121,14 @@ pub(crate) async fn accept_loop(
         let inner2 = inner.clone();
         let tls = tls.clone();
         let stop = stop.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         // Boxed: the connection's future is large (15 KB in a debug build: the TLS handshake
         // and both servers), and tokio moves a spawned future several times (into the task
         // cell, out of it when it ends); as a box only a pointer moves. Per new connection
         // this was a tenth of the edge's CPU (memmove) under `Connection: close` load.
         inner.tracker.spawn(Box::pin(async move {
             inner2.metrics.connections.inc();
-            serve_connection(&inner2, &builder, stream, peer, tls, &stop).await;
+            serve_connection(&inner2, &builders, stream, peer, tls, &stop).await;
             inner2.metrics.connections.dec();
             drop(permit);
         }));
@@ -117,7 +137,7 @@ pub(crate) async fn accept_loop(
 
 async fn serve_connection(
     inner: &Arc<Inner>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
@@ -163,12 +183,11 @@ async fn serve_connection(
                 watch,
             };
             if h2 {
-                let b = builder.clone().http2_only();
-                drive(inner, &b, TokioIo::new(tls_stream), info, stop, drain).await;
+                let io = TokioIo::new(tls_stream);
+                drive(inner, &builders.h2, io, info, stop, drain).await;
             } else {
-                let b = builder.clone().http1_only();
                 let io = ClientIo::new(tls_stream, info.watch.clone());
-                serve_h1(inner, &b, io, info, stop, drain).await;
+                serve_h1(inner, &builders.h1, io, info, stop, drain).await;
             }
         }
         None => {
@@ -180,7 +199,7 @@ async fn serve_connection(
                 watch,
             };
             let io = ClientIo::new(stream, info.watch.clone());
-            serve_h1(inner, builder, io, info, stop, drain).await;
+            serve_h1(inner, &builders.auto, io, info, stop, drain).await;
         }
     }
 }
