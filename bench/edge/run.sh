@@ -16,6 +16,9 @@
 #                                              # standby origin, as production groups are
 #   PEER_FIELDS=minimal bench/edge/run.sh      # nginx and HAProxy add only X-Forwarded-For
 #                                              # and -Proto (the configs before 5 Dec)
+#   CLOSE=1 bench/edge/run.sh                  # a new connection per request (wrk sends
+#                                              # `Connection: close`; over TLS each request
+#                                              # pays a full handshake); modes plain, tls, post
 #
 # How it is made comparable on a small shared machine:
 # - every proxy does the same work on a request (PEER_FIELDS=same, the default): besides
@@ -54,7 +57,13 @@ THREADS=${THREADS:-1}
 H2_STREAMS=${H2_STREAMS:-10}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-MODES=${MODES:-"plain tls h2 post"}
+CLOSE=${CLOSE:-0}
+if [[ "$CLOSE" == 1 ]]; then
+  MODES=${MODES:-"plain tls post"}
+  [[ " $MODES " == *" h2 "* ]] && { echo "CLOSE=1 measures wrk's modes only (plain, tls, post); drop h2 from MODES" >&2; exit 1; }
+else
+  MODES=${MODES:-"plain tls h2 post"}
+fi
 PAIRED=${PAIRED:-1}
 PEER_FIELDS=${PEER_FIELDS:-same}
 [[ "$PEER_FIELDS" == same || "$PEER_FIELDS" == minimal ]] ||
@@ -106,7 +115,7 @@ if [[ "$PINGORA" == 1 && -z "${PINGORA_BIN:-}" ]]; then
 fi
 [[ "$PINGORA" == 1 ]] && PROXIES="$PROXIES pingora"
 H1SPIKE=${H1SPIKE:-1}
-[[ "$THREADS" != 1 || " $MODES " != *" plain "* ]] && H1SPIKE=0
+[[ "$THREADS" != 1 || " $MODES " != *" plain "* || "$CLOSE" == 1 ]] && H1SPIKE=0
 if [[ "$H1SPIKE" == 1 && -z "${H1SPIKE_BIN:-}" ]]; then
   H1SPIKE_BIN=$(build_spike h1-spike) ||
     { echo "note: the h1 spike did not build; running without it" >&2; H1SPIKE=0; }
@@ -260,6 +269,9 @@ url_of() { # proxy mode
 
 # wrk's extra arguments for a mode: the POST script for `post`.
 wrk_args() { if [[ "$1" == post ]]; then echo "-s $ROOT/bench/edge/post.lua"; fi; }
+# `Connection: close` on every request with CLOSE=1 (wrk wants the space after the colon).
+CLOSE_ARGS=()
+[[ "$CLOSE" == 1 ]] && CLOSE_ARGS=(-H "Connection: close")
 
 RESULTS="$WORK/results"
 : > "$RESULTS"
@@ -282,10 +294,10 @@ measure() {
     [[ "${failed:-0}" != 0 ]] && errs="failed=$failed"
   else
     # shellcheck disable=SC2046 # wrk_args is empty or two words
-    on_load wrk -t1 -c"$CONNS" -d"${WARMUP}s" $(wrk_args "$mode") "$url" >/dev/null 2>&1 || true
+    on_load wrk -t1 -c"$CONNS" -d"${WARMUP}s" $(wrk_args "$mode") "${CLOSE_ARGS[@]}" "$url" >/dev/null 2>&1 || true
     c0=$(cpu_ticks "$pid")
     # shellcheck disable=SC2046
-    out=$(on_load wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency $(wrk_args "$mode") -H "Host: bench.tandem.test" "$url" 2>&1)
+    out=$(on_load wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency $(wrk_args "$mode") "${CLOSE_ARGS[@]}" -H "Host: bench.tandem.test" "$url" 2>&1)
     c1=$(cpu_ticks "$pid")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -300,7 +312,7 @@ measure() {
 
 read -r -a plist <<<"$PROXIES"
 n=${#plist[@]}
-echo "== edge proxy benchmark: $REPS × ${DURATION}s per case (+${WARMUP}s warm-up), $CONNS connections, $THREADS proxy worker(s) on CPU $PROXY_CPU, load and origin on CPU $LOAD_CPU, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), peers add the $PEER_FIELDS fields ==" >&2
+echo "== edge proxy benchmark: $REPS × ${DURATION}s per case (+${WARMUP}s warm-up), $CONNS connections, $THREADS proxy worker(s) on CPU $PROXY_CPU, load and origin on CPU $LOAD_CPU, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), peers add the $PEER_FIELDS fields$([[ "$CLOSE" == 1 ]] && echo ", a new connection per request") ==" >&2
 for rep in $(seq "$REPS"); do
   for mode in $MODES; do
     for i in $(seq 0 $((n - 1))); do
@@ -320,7 +332,7 @@ load_run() {
     on_load h2load -D "$secs" -c "$CONNS" -m "$H2_STREAMS" -t 1 "${log[@]}" "$url" >"$outf" 2>&1 || true
   else
     # shellcheck disable=SC2046
-    on_load wrk -t1 -c"$CONNS" -d"${secs}s" --latency $(wrk_args "$mode") -H "Host: bench.tandem.test" "$url" >"$outf" 2>&1 || true
+    on_load wrk -t1 -c"$CONNS" -d"${secs}s" --latency $(wrk_args "$mode") "${CLOSE_ARGS[@]}" -H "Host: bench.tandem.test" "$url" >"$outf" 2>&1 || true
   fi
 }
 reqs_of() { # mode outfile
