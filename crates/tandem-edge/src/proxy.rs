@@ -66,8 +66,6 @@ impl Scheme {
 pub struct ConnInfo {
     /// The client's address.
     pub client: SocketAddr,
-    /// The edge's address.
-    pub local: SocketAddr,
     /// HTTP or HTTPS.
     pub scheme: Scheme,
     /// The client in forwarding headers, formatted once per connection.

@@ -146,9 +146,6 @@ async fn serve_connection(
     stop: &Stop,
 ) {
     let _ = stream.set_nodelay(true);
-    let local = stream
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (header_timeout, first_byte, drain) = {
         let s = inner.snapshot.load();
         let t = &s.cfg.timeouts;
@@ -160,13 +157,12 @@ async fn serve_connection(
         // otherwise size every connection's future, plain ones too, and the future is
         // copied whole when it is spawned.
         Some(acceptor) => {
-            let tls = serve_tls(inner, builders, acceptor, stream, peer, local, watch, stop);
+            let tls = serve_tls(inner, builders, acceptor, stream, peer, watch, stop);
             Box::pin(tls).await;
         }
         None => {
             let info = ConnInfo {
                 client: peer,
-                local,
                 scheme: Scheme::Http,
                 node: Arc::new(ClientNode::new(peer)),
                 watch,
@@ -178,14 +174,12 @@ async fn serve_connection(
 }
 
 /// A TLS connection: the handshake, then HTTP/2 or HTTP/1.1 as ALPN chose.
-#[allow(clippy::too_many_arguments)]
 async fn serve_tls(
     inner: &Arc<Inner>,
     builders: &Builders,
     acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
-    local: SocketAddr,
     watch: Arc<Watch>,
     stop: &Stop,
 ) {
@@ -215,7 +209,6 @@ async fn serve_tls(
     }
     let info = ConnInfo {
         client: peer,
-        local,
         scheme: Scheme::Https,
         node: Arc::new(ClientNode::new(peer)),
         watch,
