@@ -146,18 +146,13 @@ async fn serve_connection(
     stop: &Stop,
 ) {
     let _ = stream.set_nodelay(true);
-    let (header_timeout, first_byte, drain) = {
-        let s = inner.snapshot.load();
-        let t = &s.cfg.timeouts;
-        (t.client_header, t.first_byte, t.drain)
-    };
-    let watch = Watch::new(inner.clock, header_timeout, first_byte);
+    let times = ConnTimes::now(inner);
     match tls {
         // Boxed apart: a TLS connection's states (the handshake, the h2 server) would
         // otherwise size every connection's future, plain ones too, and the future is
         // copied whole when it is spawned.
         Some(acceptor) => {
-            let tls = serve_tls(inner, builders, acceptor, stream, peer, watch, stop);
+            let tls = serve_tls(inner, builders, acceptor, stream, peer, times, stop);
             Box::pin(tls).await;
         }
         None => {
@@ -165,11 +160,39 @@ async fn serve_connection(
                 client: peer,
                 scheme: Scheme::Http,
                 node: Arc::new(ClientNode::new(peer)),
-                watch,
+                watch: times.watch(inner),
             };
             let io = ClientIo::new(stream, info.watch.clone());
-            serve_h1(inner, &builders.auto, io, info, stop, drain).await;
+            serve_h1(inner, &builders.auto, io, info, stop, times.drain).await;
         }
+    }
+}
+
+/// A connection's timeouts, read from the configuration once when it is accepted.
+#[derive(Clone, Copy)]
+struct ConnTimes {
+    /// For the TLS handshake and each request head.
+    header: std::time::Duration,
+    /// From a request to its response's head.
+    first_byte: std::time::Duration,
+    /// How long shutdown waits for the connection's requests.
+    drain: std::time::Duration,
+}
+
+impl ConnTimes {
+    fn now(inner: &Inner) -> Self {
+        let s = inner.snapshot.load();
+        let t = &s.cfg.timeouts;
+        ConnTimes {
+            header: t.client_header,
+            first_byte: t.first_byte,
+            drain: t.drain,
+        }
+    }
+
+    /// The connection's deadlines, started now.
+    fn watch(&self, inner: &Inner) -> Arc<Watch> {
+        Watch::new(inner.clock, self.header, self.first_byte)
     }
 }
 
@@ -180,16 +203,13 @@ async fn serve_tls(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
-    watch: Arc<Watch>,
+    times: ConnTimes,
     stop: &Stop,
 ) {
-    let (header_timeout, drain) = {
-        let s = inner.snapshot.load();
-        (s.cfg.timeouts.client_header, s.cfg.timeouts.drain)
-    };
+    let watch = times.watch(inner);
     let tls_stream = tokio::select! {
         () = stop.wait() => return,
-        r = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => match r {
+        r = tokio::time::timeout(times.header, acceptor.accept(stream)) => match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 inner.metrics.tls_failures.inc();
@@ -215,10 +235,10 @@ async fn serve_tls(
     };
     if h2 {
         let io = TokioIo::new(tls_stream);
-        drive(inner, &builders.h2, io, info, stop, drain).await;
+        drive(inner, &builders.h2, io, info, stop, times.drain).await;
     } else {
         let io = ClientIo::new(tls_stream, info.watch.clone());
-        serve_h1(inner, &builders.h1, io, info, stop, drain).await;
+        serve_h1(inner, &builders.h1, io, info, stop, times.drain).await;
     }
 }
 
