@@ -52,19 +52,21 @@ tandem_toml "$WORK" $((BASE + 11)) $((BASE + 12)) "$ORIGIN" > "$WORK/b.toml"
 
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 close=()
-[[ "${CLOSE:-0}" == 1 ]] && close=(-H "Connection: close")
+if [[ "${CLOSE:-0}" == 1 ]]; then
+  [[ "$MODE" == h2 ]] && { echo "CLOSE=1 works with wrk's modes only (plain, tls, post)" >&2; exit 1; }
+  close=(-H "Connection: close")
+fi
 load() { # port seconds outfile
   if [[ "$MODE" == h2 && "${FILES:-0}" -gt 0 ]]; then
     uris_file "$WORK/$1" $(($1 + 1))
     taskset -c "$LOAD_CPU" h2load -D "$2" -c "$CONNS" -m 10 -t 1 -i "$WORK/$1/uris" >"$3" 2>&1 || true
   elif [[ "$MODE" == h2 ]]; then
     taskset -c "$LOAD_CPU" h2load -D "$2" -c "$CONNS" -m 10 -t 1 "https://127.0.0.1:$(($1 + 1))/" >"$3" 2>&1 || true
-  elif [[ "$MODE" == post ]]; then
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "${close[@]}" -s "$(dirname "$0")/post.lua" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
-  elif [[ "$MODE" == tls ]]; then
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "${close[@]}" "https://127.0.0.1:$(($1 + 1))/" >"$3" 2>&1 || true
   else
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "${close[@]}" "http://127.0.0.1:$1/" >"$3" 2>&1 || true
+    local url="http://127.0.0.1:$1/" extra=()
+    [[ "$MODE" == tls ]] && url="https://127.0.0.1:$(($1 + 1))/"
+    [[ "$MODE" == post ]] && extra=(-s "$(dirname "$0")/post.lua")
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" "${close[@]}" "${extra[@]}" "$url" >"$3" 2>&1 || true
   fi
 }
 requests() {
