@@ -86,6 +86,10 @@ fn main() {
     if std::env::var("TANDEM_WAF_CHAIN_MEMO").as_deref() == Ok("0") {
         rs.set_chain_memo(false);
     }
+    // TANDEM_WAF_LINK_RESULTS=0: without the per-value link results.
+    if std::env::var("TANDEM_WAF_LINK_RESULTS").as_deref() == Ok("0") {
+        rs.set_link_results(false);
+    }
     // TANDEM_WAF_OP_MEMO=0: without the per-thread operator memo.
     if std::env::var("TANDEM_WAF_OP_MEMO").as_deref() == Ok("0") {
         rs.set_op_memo(false);
@@ -142,7 +146,7 @@ fn main() {
     let per_round = (n / rounds).max(1);
     let mut best = vec![u64::MAX; cases.len()];
     let mut wall = vec![u64::MAX; cases.len()];
-    let mut stats = vec![(0u32, 0u32, 0u32, 0u32); cases.len()];
+    let mut stats = vec![(0u32, 0u32, 0u32, 0u32, 0u32); cases.len()];
     // The same requests one after the other (as an edge serving a mix sees them): each
     // transaction finds less of its working set in the CPU caches than in a loop of one.
     let mut mixed = u64::MAX;
@@ -233,6 +237,7 @@ fn main() {
                     blocked,
                     tx.rules_evaluated(),
                     tx.rules_prefiltered(),
+                    tx.rules_decided_by_results(),
                     tx.operator_calls(),
                 );
             }
@@ -251,9 +256,9 @@ fn main() {
         mixed as f64 / 1000.0
     );
     for (ci, (name, ..)) in cases.iter().enumerate() {
-        let (blocked, evaluated, skipped, ops) = stats[ci];
+        let (blocked, evaluated, skipped, known, ops) = stats[ci];
         println!(
-            "{name:<12} {:>8.1} µs CPU ({:>8.1} µs wall) per request  (blocked {}, {evaluated} rules evaluated, {skipped} skipped by the prefilter, {ops} operator calls)",
+            "{name:<12} {:>8.1} µs CPU ({:>8.1} µs wall) per request  (blocked {}, {evaluated} rules evaluated, {skipped} skipped by the prefilter, {known} by the link results, {ops} operator calls)",
             best[ci] as f64 / 1000.0,
             wall[ci] as f64 / 1000.0,
             blocked > 0,

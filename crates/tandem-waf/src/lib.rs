@@ -20,6 +20,7 @@
 pub mod body;
 pub mod error;
 pub mod ftw;
+pub mod link_results;
 pub mod memo;
 pub mod metrics;
 pub mod operator;

@@ -75,6 +75,13 @@ impl<V: Default> Memo<V> {
         hit.then_some(&s.result)
     }
 
+    /// [`Memo::get`], to change the result in place.
+    pub(crate) fn get_mut(&mut self, owner: u64, tag: u32, value: &[u8]) -> Option<&mut V> {
+        let i = self.index(owner, tag, value);
+        let s = &mut self.slots[i];
+        (s.owner == owner && s.tag == tag && s.value == value).then_some(&mut s.result)
+    }
+
     /// The slot for `value`, taken over for it: fill the returned result (its buffers are
     /// the previous occupant's, to be cleared or overwritten).
     pub(crate) fn claim(&mut self, owner: u64, tag: u32, value: &[u8]) -> &mut V {

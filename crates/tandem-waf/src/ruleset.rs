@@ -224,6 +224,11 @@ pub struct RuleSet {
     pub(crate) chain_memo: bool,
     /// Whether transactions use the per-thread operator memo (see [`RuleSet::set_op_memo`]).
     pub(crate) op_memo: bool,
+    /// Rule links in the set (numbered from 1: [`Rule::link_no`]).
+    pub(crate) links: u32,
+    /// The set's owner id in the per-thread memo of link results, 0 when they are off (see
+    /// [`RuleSet::set_link_results`]).
+    pub(crate) results_owner: u64,
     /// Engine settings.
     pub settings: Settings,
 }
@@ -319,6 +324,14 @@ impl RuleSet {
     /// saw recently on this thread is remembered. Off runs every operator.
     pub fn set_op_memo(&mut self, on: bool) {
         self.op_memo = on;
+    }
+
+    /// Turn the per-value link results off or on (on by default): what each link whose
+    /// result depends on the value alone said of a value is remembered per thread, and a
+    /// rule none of whose values can match by those records is not visited (see
+    /// [`crate::link_results`]). Off evaluates every rule the literal prefilter lets through.
+    pub fn set_link_results(&mut self, on: bool) {
+        self.results_owner = if on { crate::memo::new_owner() } else { 0 };
     }
 
     /// Number of distinct multi-byte literals the prefilter scans for, and the matcher used.
@@ -768,6 +781,7 @@ impl Loader {
             set_slot: 0,
             skip_after_index: None,
             link_no: 0,
+            pure: false,
         };
         pending_chain.push(rule);
         if has_chain {
@@ -1003,6 +1017,8 @@ impl Loader {
             tx_shortcut: true,
             chain_memo: true,
             op_memo: true,
+            links,
+            results_owner: crate::memo::new_owner(),
         })
     }
 }
@@ -1072,6 +1088,14 @@ fn prepare_link(l: &mut Rule, literals: &mut LiteralInterner, slots: &mut UnionS
     set.dedup();
     let next = slots.sets.len() as u32;
     l.set_slot = *slots.sets.entry((set, l.tchain, mm)).or_insert(next);
+    l.pure = !l.unconditional
+        && l.op.memoisable()
+        && l.op.template().is_none()
+        && !l.targets.is_empty()
+        && l.target_slots.len() == l.targets.len()
+        && l.targets
+            .iter()
+            .all(|t| !t.count && t.var.is_scanned() && t.var.is_stable());
     l.prefilter_rule = l.prefilter.is_some()
         && !l.actions.multi_match
         && !l.targets.is_empty()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use crate::body::{self, Pairs};
+use crate::link_results::{LinkResults, UNKNOWN};
 use crate::operator::{OpOutput, atoi};
 use crate::prefilter::{ByteSet, LiteralTable, Required, bytes_intersect};
 use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, Effect, EngineMode, Rule, SetOp};
@@ -765,6 +766,7 @@ struct Reuse {
     union_parts: Vec<u32>,
     union_locs: Vec<Loc>,
     set_parts: Vec<u32>,
+    results: LinkResults,
 }
 
 /// At most this many buffer sets wait per thread (one per transaction in flight on it).
@@ -819,6 +821,7 @@ impl Reuse {
         self.union_parts.clear();
         self.union_locs.clear();
         self.set_parts.clear();
+        self.results.clear();
     }
 
     /// Hand the buffers to the next transaction on this thread.
@@ -834,6 +837,7 @@ impl Reuse {
             || self.cache.memo.capacity() > REUSE_MAX_ENTRIES
             || self.scans.by_value.capacity() > REUSE_MAX_ENTRIES
             || self.scans.recs.capacity() > REUSE_MAX_ENTRIES
+            || self.results.oversized(REUSE_MAX_BYTES, REUSE_MAX_ENTRIES)
         {
             return;
         }
@@ -893,7 +897,11 @@ pub struct Transaction {
     union_locs: Vec<Loc>,
     set_parts: Vec<u32>,
     scans: Scans,
+    /// What links said of values, kept per value (see [`crate::link_results`]).
+    results: LinkResults,
     prefiltered: u32,
+    /// Rules not visited because no value of theirs matches by [`Transaction::results`].
+    results_skipped: u32,
     /// Extra error-log lines (body parser errors), for tooling.
     notes: Vec<String>,
     evaluated: u32,
@@ -923,6 +931,7 @@ impl Drop for Transaction {
             union_parts: std::mem::take(&mut self.union_parts),
             union_locs: std::mem::take(&mut self.union_locs),
             set_parts: std::mem::take(&mut self.set_parts),
+            results: std::mem::take(&mut self.results),
         }
         .give_back();
     }
@@ -1018,6 +1027,9 @@ impl Transaction {
         reuse.cache.nodes = nodes;
         let op_memo_owner = if rs.op_memo { rs.trie().memo_id } else { 0 };
         reuse.cache.memo_owner = if rs.chain_memo { rs.trie().memo_id } else { 0 };
+        reuse
+            .results
+            .reset(rs.results_owner, rs.links, target_slots);
         Transaction {
             rs,
             d,
@@ -1060,7 +1072,9 @@ impl Transaction {
                 scans.by_set.resize(set_slots as usize, NO_UNION);
                 scans
             },
+            results: reuse.results,
             prefiltered: 0,
+            results_skipped: 0,
             notes: Vec::new(),
             evaluated: 0,
             op_calls: 0,
@@ -1162,6 +1176,7 @@ impl Transaction {
             .by_value
             .retain(|k, _| !matches!(k, ScanKey::Base(16 | 17, _)));
         self.scans.invalidate_targets();
+        self.results.data_changed(|(class, _)| class >= 16);
     }
 
     /// [`Transaction::prefilter_passes`] from the rule's [`Hot`] copy when its union is
@@ -1487,6 +1502,12 @@ impl Transaction {
             .collect()
     }
 
+    /// Rules not visited so far because every value of theirs had a known result for their
+    /// first link and none matched (see [`crate::link_results`]).
+    pub fn rules_decided_by_results(&self) -> u32 {
+        self.results_skipped
+    }
+
     /// Rules the literal prefilter skipped so far (they could not have matched).
     pub fn rules_prefiltered(&self) -> u32 {
         self.prefiltered
@@ -1564,6 +1585,12 @@ impl Transaction {
                 i += 1;
                 continue;
             }
+            if rule.pure && self.results.on() && !self.results_may_match(&rs, rule) {
+                self.results_skipped += 1;
+                LinkResults::count_skip();
+                i += 1;
+                continue;
+            }
             // (A rule the hot copy did not decide has no rule-level prefilter.)
             self.evaluated += 1;
             self.matched_vars.clear();
@@ -1612,7 +1639,89 @@ impl Transaction {
             }
             i += 1;
         }
+        self.results.flush();
         self.rules_time += start.elapsed();
+    }
+
+    /// Whether some value of `rule`'s targets may match its first link: false when, for
+    /// every target, the literal prefilter's union (if computed) refuses it or every value's
+    /// record has a known result and none matched.
+    fn results_may_match(&mut self, rs: &RuleSet, rule: &Rule) -> bool {
+        let literal = rule
+            .prefilter
+            .as_ref()
+            .filter(|_| rs.prefilter_enabled && !rule.actions.multi_match);
+        for (ti, (t, &(slot, base_slot))) in rule.targets.iter().zip(&rule.target_slots).enumerate()
+        {
+            // As `collect` filters targets.
+            if let Some(req) = literal
+                && let Some(u) = union_in(&self.scans.by_target, slot)
+                && !self.scans.may_match(req, u)
+            {
+                continue;
+            }
+            let u = if self.excludes_from(rule, t.var) {
+                // The values this rule inspects, this time.
+                self.target_results(rule, Some(ti), t, None)
+            } else {
+                match self.results.target_union(base_slot) {
+                    Some(u) => u,
+                    None => self.target_results(rule, None, t, Some(base_slot)),
+                }
+            };
+            if !self.results.refuses(u, rule.link_no) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether some exclusion of this rule or of the transaction's `ctl`s names `var` (a
+    /// target whose members the rule may not all inspect).
+    fn excludes_from(&self, link: &Rule, var: Var) -> bool {
+        link.exclusions.iter().any(|t| t.var == var)
+            || self
+                .ctls
+                .removed_targets_by_id
+                .iter()
+                .any(|((a, b), t)| t.var == var && (*a..=*b).contains(&link.id))
+            || self
+                .ctls
+                .removed_targets_by_tag
+                .iter()
+                .any(|(tag, t)| t.var == var && link.has_tag(tag))
+    }
+
+    /// The union of the records of the values of `t`: those `link` inspects (its target
+    /// `ti`, with exclusions), or with `ti` `None` every value, kept in union slot `slot`.
+    fn target_results(
+        &mut self,
+        link: &Rule,
+        ti: Option<usize>,
+        t: &Target,
+        slot: Option<u32>,
+    ) -> u32 {
+        let mut refs = std::mem::take(&mut self.union_refs);
+        let mut recs = std::mem::take(&mut self.union_parts);
+        refs.clear();
+        recs.clear();
+        match ti {
+            Some(ti) => self.expand_target(link, ti, t, &mut refs),
+            None => self.expand_values(t, &mut refs),
+        }
+        for r in &refs {
+            recs.push(match r.cache_key() {
+                Some(k) => self.results.load(k, self.d.value(r)),
+                None => UNKNOWN,
+            });
+        }
+        let u = self.results.union(&recs);
+        if let Some(slot) = slot {
+            self.results.store_target(slot, u);
+        }
+        self.union_refs = refs;
+        self.union_parts = recs;
+        u
     }
 
     /// Evaluate a chain link and the rest of its chain; true when every link matched.
@@ -1743,6 +1852,13 @@ impl Transaction {
                 None
             };
             let base = value_of(&self.d, &self.tx, link, r);
+            let rec = match key {
+                Some(k) if link.pure && self.results.on() => self.results.load(k, base),
+                _ => UNKNOWN,
+            };
+            if rec != UNKNOWN && self.results.get(rec, link.link_no) == Some(false) {
+                continue;
+            }
             // On a hit the value is copied to MATCHED_VAR at once: captures may overwrite the
             // TX variable it was read from.
             let hit: bool;
@@ -1802,6 +1918,9 @@ impl Transaction {
                         self.matched_var.clear();
                         self.matched_var.extend_from_slice(v);
                     }
+                }
+                if rec != UNKNOWN && !op_out.limit_exceeded {
+                    self.results.set(rec, base, link.link_no, hit);
                 }
                 self.after_op(link, hit, &mut op_out);
             }
@@ -2599,6 +2718,58 @@ SecRule ARGS "@rx <script" "id:2,phase:1,deny,status:406,t:none,t:urlDecodeUni,t
         assert_eq!(t.matches()[0].message, "XSS in ARGS:q");
         assert_eq!(t.matches()[0].matched_value, "<script>");
         assert_eq!(t.silent_matches(), 1);
+    }
+
+    /// What links said of a value is remembered on the thread: a rule whose values are all
+    /// known not to match is not visited, a value known to match is still inspected (and
+    /// blocks again), a value the transaction excludes for a rule is neither inspected nor
+    /// recorded, and values too long to remember are always inspected.
+    #[test]
+    fn link_results_decide_only_what_is_known() {
+        let rs = rs(r#"
+SecRuleEngine On
+SecRule REQUEST_URI "@beginsWith /skip" "id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetById=2;ARGS:a"
+SecRule ARGS "@rx attack.*z" "id:2,phase:1,deny,status:403,t:none,t:lowercase"
+"#);
+        let run = |uri: &str| {
+            let mut t = Transaction::new(rs.clone(), &head(uri, &[]));
+            let blocked = t.process_request_headers().is_some();
+            (blocked, t.rules_decided_by_results())
+        };
+        // (Values hold the literal `attack`, so that the literal prefilter lets rule 2 through.)
+        // First sight: evaluated; then known, and rule 2 is not visited.
+        assert_eq!(run("/x?a=no+attack"), (false, 0));
+        assert_eq!(run("/x?a=no+attack"), (false, 1));
+        // A match is never decided without the rule.
+        assert_eq!(run("/x?a=ATTACKZ"), (true, 0));
+        assert_eq!(run("/x?a=ATTACKZ"), (true, 0));
+        // Excluded for this request: the rule has no value to inspect (decided), so the
+        // request is not blocked, and the value is not recorded as a non-match either (the
+        // next request without the exclusion blocks).
+        assert_eq!(run("/skip?a=AttackZ"), (false, 1));
+        assert_eq!(run("/x?a=AttackZ"), (true, 0));
+        // One value known, one new: the rule runs, on the new value.
+        assert_eq!(run("/x?a=no+attack&b=attackz"), (true, 0));
+        // Too long to remember: inspected every time.
+        let long = format!("/x?a=attack{}", "b".repeat(300));
+        assert_eq!(run(&long), (false, 0));
+        assert_eq!(run(&long), (false, 0));
+        // Off: nothing is decided by the records.
+        let mut off = Loader::new();
+        off.add_text(
+            "SecRuleEngine On\nSecRule ARGS \"@rx attack.*z\" \"id:2,phase:1,deny\"",
+            "t.conf",
+            Path::new("."),
+        )
+        .expect("loads");
+        let mut off = off.finish().expect("finishes");
+        off.set_link_results(false);
+        let off = Arc::new(off);
+        for _ in 0..2 {
+            let mut t = Transaction::new(off.clone(), &head("/x?a=no+attack", &[]));
+            assert!(t.process_request_headers().is_none());
+            assert_eq!(t.rules_decided_by_results(), 0);
+        }
     }
 
     /// A transaction starts from buffers an earlier one on the thread left behind (TX values,

@@ -151,6 +151,35 @@ fn value_memos_change_no_outcome_on_the_corpus() {
     assert_same(&c);
 }
 
+/// The per-value link results only save work: with them (warmed by the stages before, on
+/// this thread: the test client's headers and many arguments recur across the corpus) and
+/// without them, every stage ends the same way, and they decided many rules.
+#[test]
+fn link_results_change_no_outcome_on_the_corpus() {
+    let Some(dir) = crs_dir() else {
+        return;
+    };
+    let before = tandem_waf::link_results::skips();
+    let c = compare_switched(&dir, |rs| rs.set_link_results(false));
+    let skips = tandem_waf::link_results::skips() - before;
+    assert!(
+        skips > c.stages as u64 * 20,
+        "the link results decided almost nothing ({skips} rules in {} stages)",
+        c.stages
+    );
+    assert_same(&c);
+}
+
+/// The same at paranoia level 1 in prevention mode, with the link results.
+#[test]
+fn link_results_change_no_outcome_at_paranoia_level_1() {
+    let Some(dir) = crs_dir() else {
+        return;
+    };
+    let c = compare_switched_with(&dir, PL1_PREVENTION, |rs| rs.set_link_results(false));
+    assert_same(&c);
+}
+
 /// The same at paranoia level 1 in prevention mode, where the paranoia-level gates match and
 /// skip (at level 4 none of them does).
 #[test]
