@@ -1959,7 +1959,8 @@ impl Transaction {
         count: bool,
         arg: &[u8],
     ) -> bool {
-        let excluded = !self.no_exclusions(link) && self.excluded(link, Var::Tx, name.as_bytes());
+        let excluded =
+            self.excludes_from(link, Var::Tx) && self.excluded(link, Var::Tx, name.as_bytes());
         let v = if count {
             // A literal name selects at most one variable.
             if !excluded && self.tx.get_id(id).is_some() {
@@ -2170,12 +2171,6 @@ impl Transaction {
         }
     }
 
-    fn no_exclusions(&self, link: &Rule) -> bool {
-        link.exclusions.is_empty()
-            && self.ctls.removed_targets_by_id.is_empty()
-            && self.ctls.removed_targets_by_tag.is_empty()
-    }
-
     /// Whether the member `name` of `var` is excluded for this rule.
     fn excluded(&self, link: &Rule, var: Var, name: &[u8]) -> bool {
         let hit = |t: &Target| t.var == var && t.key.selects(name);
@@ -2236,7 +2231,7 @@ impl Transaction {
         names: bool,
         out: &mut Vec<VarRef>,
     ) {
-        let no_exclusions = self.no_exclusions(link);
+        let no_exclusions = !self.excludes_from(link, var);
         let pairs = self.d.pairs(store);
         out.reserve(pairs.len());
         for (i, (n, _)) in pairs.iter().enumerate() {
@@ -2331,7 +2326,7 @@ impl Transaction {
                 }
             }
             Var::Tx | Var::Ip | Var::Global | Var::Session | Var::User | Var::Resource => {
-                let no_exclusions = self.no_exclusions(link);
+                let no_exclusions = !self.excludes_from(link, v);
                 // `selected`: the key is known to select `k` already.
                 let mut push = |k: &str, val: &[u8], selected: bool| {
                     if !(selected || t.key.selects(k.as_bytes()))
@@ -2392,7 +2387,7 @@ impl Transaction {
                 }
             }
             _ => {
-                if !self.no_exclusions(link) && self.excluded(link, v, b"") {
+                if self.excludes_from(link, v) && self.excluded(link, v, b"") {
                     return;
                 }
                 if let Some(val) = self.scalar_owned(v) {
