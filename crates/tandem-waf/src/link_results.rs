@@ -9,16 +9,21 @@
 //! the link matched. A transaction loads the record of each value it lists once (one memo
 //! lookup per value, not one per rule and value), and:
 //!
-//! - a rule is not visited when every value of its targets has a known result for its first
-//!   link and none matched (the union over a target's values is an AND of the known bits
-//!   and an OR of the match bits, computed once per target and transaction);
+//! - a rule the literal prefilter lets through is not visited when, for each of its
+//!   targets, the prefilter's union for the target refuses it or every value has a known
+//!   result for the rule's first link and none matched (the union over a target's values is
+//!   an AND of the known bits and an OR of the match bits, computed once per target and
+//!   transaction);
 //! - a link evaluated on a value with a known non-match skips that value;
 //! - every result a link computes is recorded, and the records are written back to the
 //!   thread's memo when the phase ends.
 //!
-//! A union lists every value of a target without the rule's exclusions, a superset of what
-//! the rule inspects, so a rule it refuses cannot match. A search that hit the backtracking
-//! limit is not recorded (the limit's flag must be raised again).
+//! A target's union lists every value of the target, a superset of what a rule inspects, so
+//! a rule it refuses cannot match; a target that the rule's exclusions or the transaction's
+//! `ctl`s name is listed as the rule inspects it, with its exclusions (an excluded value is
+//! never inspected, so it never gets a result for that rule). A search that hit the
+//! backtracking limit is not recorded (the limit's flag must be raised again), and a value
+//! longer than 256 bytes has no record.
 
 use std::collections::HashMap;
 

@@ -558,9 +558,9 @@ pub struct Rule {
     pub skip_after_index: Option<usize>,
     /// This link's number in its rule set (set at load; the operator memo's key).
     pub link_no: u32,
-    /// Whether whether this link matches a value is a function of the value alone, and its
-    /// targets are request data, so that its results are kept per value (set at load; see
-    /// [`crate::link_results`]).
+    /// Whether this link's result on a value (after its transformations) depends on the
+    /// value alone and its targets are request data, so that its results are kept per value
+    /// (set at load; see [`crate::link_results`]).
     pub pure: bool,
 }
 
