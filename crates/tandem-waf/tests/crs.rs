@@ -117,6 +117,27 @@ fn assert_same(c: &ftw::Comparison) {
     );
 }
 
+/// [`compare_switched`], requiring the same outcomes, and that what `switch` turns off did
+/// its work on this thread: `counter` (the thread's count of it) grew by more than
+/// `per_stage` a stage.
+fn assert_same_and_used(
+    dir: &Path,
+    switch: impl FnOnce(&mut RuleSet),
+    counter: fn() -> u64,
+    per_stage: u64,
+    what: &str,
+) {
+    let before = counter();
+    let c = compare_switched(dir, switch);
+    let n = counter() - before;
+    assert!(
+        n > c.stages as u64 * per_stage,
+        "almost none of {what} ({n} in {} stages)",
+        c.stages
+    );
+    assert_same(&c);
+}
+
 /// The shortcuts for rules on one TX variable only save work: with them and without them,
 /// every stage of the corpus (at paranoia level 4, where every rule runs) ends the same way.
 #[test]
@@ -136,19 +157,18 @@ fn value_memos_change_no_outcome_on_the_corpus() {
     let Some(dir) = crs_dir() else {
         return;
     };
-    let before = tandem_waf::memo::hits();
-    let c = compare_switched(&dir, |rs| {
+    let switch = |rs: &mut RuleSet| {
         rs.set_scan_memo(false);
         rs.set_chain_memo(false);
         rs.set_op_memo(false);
-    });
-    let hits = tandem_waf::memo::hits() - before;
-    assert!(
-        hits > c.stages as u64 * 10,
-        "the memos answered almost nothing ({hits} hits in {} stages)",
-        c.stages
+    };
+    assert_same_and_used(
+        &dir,
+        switch,
+        tandem_waf::memo::hits,
+        10,
+        "the memos' answers",
     );
-    assert_same(&c);
 }
 
 /// The per-value link results only save work: with them (warmed by the stages before, on
@@ -159,15 +179,9 @@ fn link_results_change_no_outcome_on_the_corpus() {
     let Some(dir) = crs_dir() else {
         return;
     };
-    let before = tandem_waf::link_results::skips();
-    let c = compare_switched(&dir, |rs| rs.set_link_results(false));
-    let skips = tandem_waf::link_results::skips() - before;
-    assert!(
-        skips > c.stages as u64 * 20,
-        "the link results decided almost nothing ({skips} rules in {} stages)",
-        c.stages
-    );
-    assert_same(&c);
+    let switch = |rs: &mut RuleSet| rs.set_link_results(false);
+    let skips = tandem_waf::link_results::skips;
+    assert_same_and_used(&dir, switch, skips, 20, "rules decided by the link results");
 }
 
 /// The same at paranoia level 1 in prevention mode, with the link results.
