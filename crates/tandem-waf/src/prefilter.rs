@@ -510,8 +510,8 @@ impl LiteralTable {
     /// A value of up to 256 bytes that this thread scanned recently with this table is
     /// answered from a per-thread memo: header values, cookie flags and common arguments
     /// recur from request to request, and the automaton walk is the largest single cost of
-    /// a benign request. The memo holds 512 values per thread, direct-mapped by a keyed
-    /// hash and compared in full.
+    /// a benign request. The memo holds 512 values per thread, two-way set-associative by
+    /// a keyed hash, and compares them in full.
     pub fn scan(&self, hay: &[u8], bits: &mut [u64]) -> ByteSet {
         if !self.memo
             || self.memo_id == 0
