@@ -7,6 +7,7 @@
 #
 #   bench/waf/ab.sh OLD_BIN NEW_BIN                     # benign mix, 4 rounds of 6 s
 #   MIX=attack ROUNDS=6 DURATION=8 bench/waf/ab.sh OLD_BIN NEW_BIN
+#   VARIANTS=5000 bench/waf/ab.sh OLD_BIN NEW_BIN       # values that do not recur within a round
 #
 # Needs Debian's wrk, nginx-light (or nginx), util-linux; the CRS copy in third_party/crs
 # (or CRS_DIR).
@@ -15,6 +16,7 @@ set -euo pipefail
 A_BIN=${1:?usage: ab.sh A_BIN B_BIN}
 B_BIN=${2:?usage: ab.sh A_BIN B_BIN}
 MIX=${MIX:-benign}
+VARIANTS=${VARIANTS:-200}   # bench/waf/mix.lua's variants of each per-visitor value
 ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-6}
 CONNS=${CONNS:-16}
@@ -51,7 +53,7 @@ tandem_waf_conf "$P1" "$ORIGIN" "$CRS_DIR" 'waf = "crs"' > "$WORK/1.toml"
 tandem_waf_conf "$P2" "$ORIGIN" "$CRS_DIR" 'waf = "crs"' > "$WORK/2.toml"
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 hz=$(getconf CLK_TCK)
-load() { taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2" -s "$here/mix.lua" "http://127.0.0.1:$1/" -- "$MIX"; }
+load() { taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2" -s "$here/mix.lua" "http://127.0.0.1:$1/" -- "$MIX" "$VARIANTS"; }
 ratios=()
 echo "== WAF A/B ($MIX mix): A=$A_BIN B=$B_BIN, $ROUNDS rounds × ${DURATION}s, both on CPU $PROXY_CPU =="
 for r in $(seq "$ROUNDS"); do

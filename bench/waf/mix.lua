@@ -1,10 +1,13 @@
 -- wrk script: a benign mix, or the same mix with one request in six an attack.
--- Usage: wrk ... -s mix.lua URL -- benign|attack
+-- Usage: wrk ... -s mix.lua URL -- benign|attack [VARIANTS]
 --
 -- Every request carries a session cookie of its own and the benign requests a search term,
 -- page, address or quantity of their own (VARIANTS of each, cycled), as a site's visitors
 -- send; the other header values repeat, as one browser's do. A WAF that remembers values it
--- saw recently (Tandem's literal-prefilter memo) is measured on what it cannot remember too.
+-- saw recently (Tandem's per-thread memos) is measured on what it cannot remember too. The
+-- variants cycle every 5 × VARIANTS requests (default 200: every 1,000); a memo that holds a
+-- whole cycle would remember those values as well, so VARIANTS=5000 (a 25,000-request
+-- cycle) checks that a gain is not the benchmark's cycle being remembered.
 
 local reqs = {}
 local n = 0
@@ -61,6 +64,7 @@ local function attacks(v)
 end
 
 function init(args)
+  VARIANTS = tonumber(args[2]) or VARIANTS
   for v = 1, VARIANTS do
     local b = benign(v)
     if args[1] == "attack" then

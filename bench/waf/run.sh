@@ -29,6 +29,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 REPS=${REPS:-3}
 CONNS=${CONNS:-32}
+VARIANTS=${VARIANTS:-200}   # bench/waf/mix.lua's variants of each per-visitor value
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 BASE=${BASE_PORT:-18100}
@@ -167,10 +168,10 @@ hz=$(getconf CLK_TCK)
 
 measure() { # server mix -> "rps p99ms cpu_us_per_req non2xx_share"
   local s=$1 mix=$2 url="http://127.0.0.1:${PORT[$1]}"
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$here/mix.lua" "$url" -- "$mix" >/dev/null
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$here/mix.lua" "$url" -- "$mix" "$VARIANTS" >/dev/null
   local t0 out t1
   t0=$(ticks "${CPU_PID[$s]}")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$here/mix.lua" "$url" -- "$mix")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$here/mix.lua" "$url" -- "$mix" "$VARIANTS")
   t1=$(ticks "${CPU_PID[$s]}")
   local n rps p99 bad
   n=$(awk '/requests in/ {print $1}' <<<"$out")
