@@ -1844,7 +1844,13 @@ impl Transaction {
         let mut locs = std::mem::take(&mut self.union_locs);
         // Taken once for the link, not once per value.
         let mut op_out = std::mem::take(&mut self.op_out);
-        let op_memo = self.op_memo_owner;
+        // A link whose results are recorded per value does not also use the operator memo:
+        // a value it knows is not looked at again, and a new one would only fill a slot.
+        let op_memo = if link.pure && self.results.on() {
+            0
+        } else {
+            self.op_memo_owner
+        };
         for r in &refs {
             let key = if r.var.is_stable() {
                 r.cache_key()
