@@ -85,15 +85,10 @@ impl LinkResults {
     /// Ready for a transaction of a rule set with `links` links and these union slots;
     /// `owner` 0 turns the records off.
     pub(crate) fn reset(&mut self, owner: u64, links: u32, targets: u32) {
+        self.clear();
         self.owner = owner;
         self.words = (links as usize + 1).div_ceil(64);
-        self.pool.clear();
         self.pool.resize(2 * self.words, 0);
-        self.by_value.clear();
-        self.dirty.clear();
-        self.dirty_values.clear();
-        self.is_dirty.clear();
-        self.by_target.clear();
         self.by_target.resize(targets as usize, NONE);
     }
 
