@@ -125,11 +125,66 @@ impl PhraseSet {
     }
 }
 
+/// Capture groups 0..=9 of a match. The buffers are kept when the groups are cleared, so a
+/// transaction that captures on every request (CRS rule 920450 captures each header name)
+/// copies bytes into existing allocations.
+#[derive(Debug, Default)]
+pub struct Captures {
+    bufs: Vec<Vec<u8>>,
+    /// Bit `i`: group `i` took part in the match.
+    present: u16,
+    len: usize,
+}
+
+impl Captures {
+    /// The most groups kept (`TX:0` to `TX:9`).
+    pub const MAX: usize = 10;
+
+    /// No groups.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.present = 0;
+    }
+
+    /// Append the next group (`None`: it did not take part). Groups past [`Captures::MAX`]
+    /// are ignored.
+    pub fn push(&mut self, group: Option<&[u8]>) {
+        if self.len >= Self::MAX {
+            return;
+        }
+        if self.len == self.bufs.len() {
+            self.bufs.push(Vec::new());
+        }
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        if let Some(g) = group {
+            b.extend_from_slice(g);
+            self.present |= 1 << self.len;
+        }
+        self.len += 1;
+    }
+
+    /// Group `i`, if the match had it.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        (i < self.len && self.present & (1 << i) != 0).then(|| self.bufs[i].as_slice())
+    }
+
+    /// How many groups the match had (up to [`Captures::MAX`]).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// What an operator reports besides match / no match.
 #[derive(Debug, Default)]
 pub struct OpOutput {
     /// Capture groups (0..=9) for `capture`.
-    pub captures: Vec<Option<Vec<u8>>>,
+    pub captures: Captures,
     /// The regex gave up (backtrack limit).
     pub limit_exceeded: bool,
 }
@@ -289,7 +344,7 @@ impl Operator {
                 Some(p) => {
                     if capture {
                         out.captures.clear();
-                        out.captures.push(Some(p.to_vec()));
+                        out.captures.push(Some(p));
                     }
                     true
                 }
@@ -327,7 +382,7 @@ impl Operator {
                 Some(fp) => {
                     if capture {
                         out.captures.clear();
-                        out.captures.push(Some(fp.as_str().as_bytes().to_vec()));
+                        out.captures.push(Some(fp.as_str().as_bytes()));
                     }
                     true
                 }
@@ -501,6 +556,16 @@ mod tests {
         let o = op("@rx (\\d+)-(\\d+)");
         let mut out = OpOutput::default();
         assert!(o.exec(b"bytes=10-5", b"", true, None, &mut out));
-        assert_eq!(out.captures[2].as_deref(), Some(&b"5"[..]));
+        assert_eq!(out.captures.get(2), Some(&b"5"[..]));
+        assert_eq!(out.captures.len(), 3);
+        // The buffers are kept: the next match's groups replace the earlier ones.
+        let o = op("@rx (a)|(b)");
+        assert!(o.exec(b"b", b"", true, None, &mut out));
+        assert_eq!(out.captures.len(), 3);
+        assert_eq!(out.captures.get(0), Some(&b"b"[..]));
+        assert_eq!(out.captures.get(1), None);
+        assert_eq!(out.captures.get(2), Some(&b"b"[..]));
+        out.captures.clear();
+        assert!(out.captures.is_empty() && out.captures.get(0).is_none());
     }
 }

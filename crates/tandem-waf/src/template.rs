@@ -87,15 +87,25 @@ impl Template {
     }
 
     /// Expand with a resolver for references (unresolved references expand to nothing).
-    pub fn expand(&self, mut resolve: impl FnMut(&str, Option<&str>, &mut Vec<u8>)) -> Vec<u8> {
+    pub fn expand(&self, resolve: impl FnMut(&str, Option<&str>, &mut Vec<u8>)) -> Vec<u8> {
         let mut out = Vec::new();
+        self.expand_into(&mut out, resolve);
+        out
+    }
+
+    /// [`Template::expand`], appending to `out` (a buffer kept by the caller: no allocation
+    /// once it has grown).
+    pub fn expand_into(
+        &self,
+        out: &mut Vec<u8>,
+        mut resolve: impl FnMut(&str, Option<&str>, &mut Vec<u8>),
+    ) {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.extend_from_slice(s.as_bytes()),
-                Part::Ref { var, key } => resolve(var, key.as_deref(), &mut out),
+                Part::Ref { var, key } => resolve(var, key.as_deref(), out),
             }
         }
-        out
     }
 }
 

@@ -17,7 +17,9 @@ use crate::body::{self, Pairs};
 use crate::link_results::{LinkResults, UNKNOWN};
 use crate::operator::{OpOutput, atoi};
 use crate::prefilter::{ByteSet, LiteralTable, Required, bytes_intersect};
-use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, Effect, EngineMode, Rule, SetOp};
+use crate::rule::{
+    AllowScope, BodyProcessor, Ctl, Disruptive, Effect, EngineMode, Rule, SetOp, SetVar,
+};
 use crate::ruleset::{Hot, Item, RuleSet};
 use crate::template::Template;
 use crate::transform::Transform;
@@ -750,6 +752,15 @@ impl MatchedVars {
     fn iter(&self) -> impl Iterator<Item = &(Vec<u8>, Vec<u8>)> {
         self.entries[..self.len].iter()
     }
+
+    /// Whether the kept buffers hold more than `bytes` in all (too much to keep).
+    fn oversized(&self, bytes: usize) -> bool {
+        self.entries
+            .iter()
+            .map(|(n, v)| n.capacity() + v.capacity())
+            .sum::<usize>()
+            > bytes
+    }
 }
 
 /// The working buffers of a transaction, handed to the next transaction on the same thread
@@ -767,6 +778,21 @@ struct Reuse {
     union_locs: Vec<Loc>,
     set_parts: Vec<u32>,
     results: LinkResults,
+    op_out: OpOutput,
+    scratch: Scratch,
+    matched_var: Vec<u8>,
+    matched_var_name: Vec<u8>,
+    matched_vars: MatchedVars,
+}
+
+/// Buffers that macro expansions write into instead of allocating: a `setvar` key built at
+/// run time (`tx.header_name_920450_%{tx.0}`), a `setvar` value, an operator argument
+/// (`@within %{tx.restricted_headers_basic}`).
+#[derive(Debug, Default)]
+struct Scratch {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    arg: Vec<u8>,
 }
 
 /// At most this many buffer sets wait per thread (one per transaction in flight on it).
@@ -822,6 +848,11 @@ impl Reuse {
         self.union_locs.clear();
         self.set_parts.clear();
         self.results.clear();
+        self.op_out.captures.clear();
+        self.op_out.limit_exceeded = false;
+        self.matched_var.clear();
+        self.matched_var_name.clear();
+        self.matched_vars.clear();
     }
 
     /// Hand the buffers to the next transaction on this thread.
@@ -838,6 +869,16 @@ impl Reuse {
             || self.scans.by_value.capacity() > REUSE_MAX_ENTRIES
             || self.scans.recs.capacity() > REUSE_MAX_ENTRIES
             || self.results.oversized(REUSE_MAX_BYTES, REUSE_MAX_ENTRIES)
+            || [
+                &self.scratch.key,
+                &self.scratch.value,
+                &self.scratch.arg,
+                &self.matched_var,
+                &self.matched_var_name,
+            ]
+            .iter()
+            .any(|b| b.capacity() > REUSE_MAX_BYTES)
+            || self.matched_vars.oversized(REUSE_MAX_BYTES)
         {
             return;
         }
@@ -889,6 +930,8 @@ pub struct Transaction {
     limit_exceeded: bool,
     phases_done: u8,
     op_out: OpOutput,
+    /// Buffers that macro expansions write into.
+    scratch: Scratch,
     /// The rule set's owner id in the per-thread operator memo (0: not used).
     op_memo_owner: u64,
     refs_buf: Vec<VarRef>,
@@ -932,6 +975,11 @@ impl Drop for Transaction {
             union_locs: std::mem::take(&mut self.union_locs),
             set_parts: std::mem::take(&mut self.set_parts),
             results: std::mem::take(&mut self.results),
+            op_out: std::mem::take(&mut self.op_out),
+            scratch: std::mem::take(&mut self.scratch),
+            matched_var: std::mem::take(&mut self.matched_var),
+            matched_var_name: std::mem::take(&mut self.matched_var_name),
+            matched_vars: std::mem::take(&mut self.matched_vars),
         }
         .give_back();
     }
@@ -1035,9 +1083,9 @@ impl Transaction {
             d,
             tx: reuse.tx,
             other_colls: FastMap::default(),
-            matched_var: Vec::new(),
-            matched_var_name: Vec::new(),
-            matched_vars: MatchedVars::default(),
+            matched_var: reuse.matched_var,
+            matched_var_name: reuse.matched_var_name,
+            matched_vars: reuse.matched_vars,
             cache: reuse.cache,
             ctls: Ctls::default(),
             mode,
@@ -1056,7 +1104,8 @@ impl Transaction {
             budget_exceeded: false,
             limit_exceeded: false,
             phases_done: 0,
-            op_out: OpOutput::default(),
+            op_out: reuse.op_out,
+            scratch: reuse.scratch,
             op_memo_owner,
             refs_buf: reuse.refs_buf,
             union_refs: reuse.union_refs,
@@ -1814,11 +1863,13 @@ impl Transaction {
             return true;
         }
         let steps = rs.trie().path(link.tchain);
-        let expanded: Vec<u8>;
+        // An argument with macros is expanded into a kept buffer (given back below).
+        let mut expanded = std::mem::take(&mut self.scratch.arg);
         let arg: &[u8] = match (&link.op.literal, link.op.template()) {
             (Some(l), _) => l,
             (None, Some(t)) => {
-                expanded = self.expand(t, Some(starter));
+                expanded.clear();
+                self.expand_into(t, Some(starter), &mut expanded);
                 &expanded
             }
             (None, None) => &[],
@@ -1830,7 +1881,9 @@ impl Transaction {
             && !link.actions.multi_match
             && let (Key::Name(name), Some(id)) = (&t.key, t.tx_slot)
         {
-            return self.eval_tx_scalar(starter, link, name, id, t.count, arg);
+            let hit = self.eval_tx_scalar(starter, link, name, id, t.count, arg);
+            self.scratch.arg = expanded;
+            return hit;
         }
         let mut refs = std::mem::take(&mut self.refs_buf);
         refs.clear();
@@ -1947,6 +2000,7 @@ impl Transaction {
         self.refs_buf = refs;
         self.union_locs = locs;
         self.op_out = op_out;
+        self.scratch.arg = expanded;
         matched_any
     }
 
@@ -2019,7 +2073,7 @@ impl Transaction {
         if hit && link.actions.capture && !link.op.negated && !op_out.captures.is_empty() {
             // A match with groups replaces TX:0-9: groups that did not take part are removed.
             for i in 0..CAPTURE_NAMES.len() {
-                let c = op_out.captures.get(i).and_then(Option::as_deref);
+                let c = op_out.captures.get(i);
                 self.tx.set_capture(i, c);
             }
         }
@@ -2030,83 +2084,25 @@ impl Transaction {
         for e in &link.actions.effects {
             match e {
                 Effect::SetVar(sv) => {
-                    // Literal keys (almost all of CRS's) need no expansion or allocation.
-                    let key_owned;
+                    // Literal keys (almost all of CRS's) need no expansion; the others are
+                    // expanded into a kept buffer (given back below).
+                    let mut key_buf = std::mem::take(&mut self.scratch.key);
                     let key: &str = match &sv.key_literal {
                         Some(k) => k,
                         None => {
-                            // One allocation: the expansion becomes the key.
-                            let mut k = lossy_owned(self.expand(&sv.key, Some(starter)));
-                            k.make_ascii_lowercase();
-                            key_owned = k;
-                            &key_owned
-                        }
-                    };
-                    let coll = sv.collection.as_str();
-                    // The common TX cases write into the existing value's buffer.
-                    if coll == "TX" && !matches!(sv.op, SetOp::Delete) {
-                        let n = match &sv.op {
-                            SetOp::Add(t) | SetOp::Sub(t) => {
-                                let current = match sv.slot {
-                                    Some(id) => self.tx.get_id(id),
-                                    None => self.tx.get(key),
-                                }
-                                .map(atoi)
-                                .unwrap_or(0);
-                                let delta = self.expand_int(t, starter);
-                                Some(if matches!(sv.op, SetOp::Add(_)) {
-                                    current.saturating_add(delta)
-                                } else {
-                                    current.saturating_sub(delta)
-                                })
+                            key_buf.clear();
+                            self.expand_into(&sv.key, Some(starter), &mut key_buf);
+                            key_buf.make_ascii_lowercase();
+                            if std::str::from_utf8(&key_buf).is_err() {
+                                let l = lossy(&key_buf);
+                                key_buf.clear();
+                                key_buf.extend_from_slice(l.as_bytes());
                             }
-                            _ => None,
-                        };
-                        let literal = match &sv.op {
-                            SetOp::Set(t) => t.as_literal_bytes(),
-                            _ => None,
-                        };
-                        let expanded = match (&sv.op, n, literal) {
-                            (SetOp::Set(t), None, None) => Some(self.expand(t, Some(starter))),
-                            _ => None,
-                        };
-                        let slot = match sv.slot.and_then(|id| self.tx.slot_mut(id)) {
-                            Some(slot) => slot,
-                            None => self.tx.entry(key),
-                        };
-                        slot.clear();
-                        if let Some(n) = n {
-                            use std::io::Write as _;
-                            let _ = write!(slot, "{n}");
-                        } else if let Some(l) = literal {
-                            slot.extend_from_slice(l);
-                        } else if let Some(e) = expanded {
-                            *slot = e;
+                            std::str::from_utf8(&key_buf).unwrap_or_default()
                         }
-                        continue;
-                    }
-                    let new: Option<Vec<u8>> = match &sv.op {
-                        SetOp::Set(t) => Some(self.expand(t, Some(starter))),
-                        SetOp::Add(t) | SetOp::Sub(t) => {
-                            let current = self.coll_get(coll, key).map(atoi).unwrap_or(0);
-                            let delta = self.expand_int(t, starter);
-                            let n = if matches!(sv.op, SetOp::Add(_)) {
-                                current.saturating_add(delta)
-                            } else {
-                                current.saturating_sub(delta)
-                            };
-                            Some(n.to_string().into_bytes())
-                        }
-                        SetOp::Delete => None,
                     };
-                    if coll == "TX" {
-                        match new {
-                            Some(v) => self.tx.set(key, &v),
-                            None => self.tx.remove(key),
-                        }
-                    } else {
-                        self.coll_set(coll, key.to_string(), new);
-                    }
+                    self.set_var(sv, starter, key);
+                    self.scratch.key = key_buf;
                 }
                 Effect::Ctl(c) => self.apply_ctl(c),
                 Effect::InitCol(coll, _) => {
@@ -2114,6 +2110,79 @@ impl Transaction {
                 }
                 Effect::ExpireVar(..) => {}
             }
+        }
+    }
+
+    /// One `setvar` with its key resolved.
+    fn set_var(&mut self, sv: &SetVar, starter: &Rule, key: &str) {
+        let coll = sv.collection.as_str();
+        // The common TX cases write into the existing value's buffer.
+        if coll == "TX" && !matches!(sv.op, SetOp::Delete) {
+            let n = match &sv.op {
+                SetOp::Add(t) | SetOp::Sub(t) => {
+                    let current = match sv.slot {
+                        Some(id) => self.tx.get_id(id),
+                        None => self.tx.get(key),
+                    }
+                    .map(atoi)
+                    .unwrap_or(0);
+                    let delta = self.expand_int(t, starter);
+                    Some(if matches!(sv.op, SetOp::Add(_)) {
+                        current.saturating_add(delta)
+                    } else {
+                        current.saturating_sub(delta)
+                    })
+                }
+                _ => None,
+            };
+            let literal = match &sv.op {
+                SetOp::Set(t) => t.as_literal_bytes(),
+                _ => None,
+            };
+            // A value with macros is expanded first (it may read the variable it replaces),
+            // into a kept buffer.
+            let mut expanded = std::mem::take(&mut self.scratch.value);
+            expanded.clear();
+            if let (SetOp::Set(t), None, None) = (&sv.op, n, literal) {
+                self.expand_into(t, Some(starter), &mut expanded);
+            }
+            let slot = match sv.slot.and_then(|id| self.tx.slot_mut(id)) {
+                Some(slot) => slot,
+                None => self.tx.entry(key),
+            };
+            slot.clear();
+            if let Some(n) = n {
+                use std::io::Write as _;
+                let _ = write!(slot, "{n}");
+            } else if let Some(l) = literal {
+                slot.extend_from_slice(l);
+            } else {
+                slot.extend_from_slice(&expanded);
+            }
+            self.scratch.value = expanded;
+            return;
+        }
+        let new: Option<Vec<u8>> = match &sv.op {
+            SetOp::Set(t) => Some(self.expand(t, Some(starter))),
+            SetOp::Add(t) | SetOp::Sub(t) => {
+                let current = self.coll_get(coll, key).map(atoi).unwrap_or(0);
+                let delta = self.expand_int(t, starter);
+                let n = if matches!(sv.op, SetOp::Add(_)) {
+                    current.saturating_add(delta)
+                } else {
+                    current.saturating_sub(delta)
+                };
+                Some(n.to_string().into_bytes())
+            }
+            SetOp::Delete => None,
+        };
+        if coll == "TX" {
+            match new {
+                Some(v) => self.tx.set(key, &v),
+                None => self.tx.remove(key),
+            }
+        } else {
+            self.coll_set(coll, key.to_string(), new);
         }
     }
 
@@ -2526,6 +2595,11 @@ impl Transaction {
         t.expand(|var, key, out| self.resolve(var, key, rule, out))
     }
 
+    /// [`Transaction::expand`] appended to `out`.
+    fn expand_into(&self, t: &Template, rule: Option<&Rule>, out: &mut Vec<u8>) {
+        t.expand_into(out, |var, key, out| self.resolve(var, key, rule, out));
+    }
+
     fn resolve(&self, var: &str, key: Option<&str>, rule: Option<&Rule>, out: &mut Vec<u8>) {
         match var {
             "TX" => {
@@ -2639,10 +2713,6 @@ fn lossy(b: &[u8]) -> String {
 }
 
 /// [`lossy`] that reuses the buffer when it is valid UTF-8.
-fn lossy_owned(b: Vec<u8>) -> String {
-    String::from_utf8(b).unwrap_or_else(|e| lossy(e.as_bytes()))
-}
-
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -2784,6 +2854,7 @@ SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:10,phase:1,pass,log,capture,t:lower
 SecRule ARGS "@rx (?i)select" "id:11,phase:1,pass,log,t:urlDecodeUni,t:lowercase,capture,setvar:tx.hits=+1,chain"
     SecRule MATCHED_VARS "@contains union" "setvar:tx.chained=1"
 SecRule TX:/^seen_/ "@streq x-first" "id:12,phase:1,pass,log"
+SecRule REQUEST_HEADERS:Host "@rx ^([a-z]+)" "id:13,phase:1,pass,nolog,capture,setvar:'tx.host_%{rule.id}=%{tx.1}'"
 "#);
         let run = |h: &RequestHead| {
             let mut t = Transaction::new(rs.clone(), h);
@@ -2795,7 +2866,7 @@ SecRule TX:/^seen_/ "@streq x-first" "id:12,phase:1,pass,log"
         };
         let first = head(
             "/a?q=1%20UNION%20SELECT%202&r=select",
-            &[("X-First", "1"), ("Host", "a.example")],
+            &[("X-First", "1"), ("Host", "longer.example")],
         );
         let second = head("/b?q=plain&s=text", &[("Host", "b.example")]);
         let fresh = {
@@ -2816,6 +2887,9 @@ SecRule TX:/^seen_/ "@streq x-first" "id:12,phase:1,pass,log"
         assert!(ids1.contains(&11) && ids1.contains(&12), "{ids1:?}");
         assert!(tx1.iter().any(|(k, _)| k == "seen_x-first"));
         assert!(tx1.iter().any(|(k, _)| k == "chained"));
+        // A name built at run time, set again with a shorter value by the next request.
+        assert!(tx1.iter().any(|(k, v)| k == "host_13" && v == b"longer"));
+        assert!(fresh.0.iter().any(|(k, v)| k == "host_13" && v == b"b"));
         for _ in 0..3 {
             assert_eq!(run(&second), fresh);
         }

@@ -9,7 +9,10 @@
 //! both, as ModSecurity lists a collection in the order its members were created.
 //!
 //! Slots keep their buffers when a variable is removed or the store is reused by the next
-//! transaction on the thread, so steady-state traffic allocates nothing for TX.
+//! transaction on the thread, and so do names built at run time (up to
+//! [`DYNAMIC_KEPT`] of them: CRS rule 920450 builds one per request header,
+//! `tx.header_name_920450_host`, and the next request's headers are mostly the same names),
+//! so steady-state traffic allocates nothing for TX.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,6 +70,13 @@ impl TxLayout {
     }
 }
 
+/// At most this many names built at run time keep their entries (absent, with their buffers)
+/// for the next transaction on the thread; a store with more forgets them all, so that
+/// requests that invent names (a header name of their own each) cannot grow it.
+pub(crate) const DYNAMIC_KEPT: usize = 128;
+/// A kept name's value buffer larger than this is let go at the end of a transaction.
+const DYNAMIC_VALUE_KEPT: usize = 4096;
+
 #[derive(Debug, Default, Clone)]
 struct Slot {
     /// 0: absent; otherwise the insertion sequence number.
@@ -79,6 +89,7 @@ struct Slot {
 pub(crate) struct TxStore {
     layout: Arc<TxLayout>,
     slots: Vec<Slot>,
+    /// Names built at run time: (insertion sequence number, 0 when absent; value).
     dynamic: IndexMap<String, (u32, Vec<u8>), foldhash::fast::FixedState>,
     seq: u32,
 }
@@ -95,7 +106,16 @@ impl TxStore {
                 s.seq = 0;
             }
         }
-        self.dynamic.clear();
+        if self.dynamic.len() > DYNAMIC_KEPT {
+            self.dynamic.clear();
+        } else {
+            for (seq, value) in self.dynamic.values_mut() {
+                *seq = 0;
+                if value.capacity() > DYNAMIC_VALUE_KEPT {
+                    *value = Vec::new();
+                }
+            }
+        }
         self.seq = 0;
     }
 
@@ -116,7 +136,11 @@ impl TxStore {
     pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
         match self.layout.id(name) {
             Some(id) => self.get_id(id),
-            None => self.dynamic.get(name).map(|(_, v)| v.as_slice()),
+            None => self
+                .dynamic
+                .get(name)
+                .filter(|(seq, _)| *seq != 0)
+                .map(|(_, v)| v.as_slice()),
         }
     }
 
@@ -150,7 +174,16 @@ impl TxStore {
             return &mut self.slots[id as usize].value;
         }
         let i = match self.dynamic.get_index_of(name) {
-            Some(i) => i,
+            Some(i) => {
+                if self.dynamic[i].0 == 0 {
+                    // Kept from an earlier transaction or removed: present again, emptied.
+                    let seq = self.next_seq();
+                    let e = &mut self.dynamic[i];
+                    e.0 = seq;
+                    e.1.clear();
+                }
+                i
+            }
             None => {
                 let seq = self.next_seq();
                 self.dynamic
@@ -196,7 +229,9 @@ impl TxStore {
         match self.layout.id(name) {
             Some(id) => self.slots[id as usize].seq = 0,
             None => {
-                self.dynamic.shift_remove(name);
+                if let Some((seq, _)) = self.dynamic.get_mut(name) {
+                    *seq = 0;
+                }
             }
         }
     }
@@ -236,7 +271,7 @@ impl TxStore {
             }
         }
         for (k, (seq, val)) in &self.dynamic {
-            if keep(k) {
+            if *seq != 0 && keep(k) {
                 v.push((*seq, k.as_str(), val.as_slice()));
             }
         }
@@ -255,6 +290,7 @@ impl TxStore {
             .chain(
                 self.dynamic
                     .iter()
+                    .filter(|(_, (seq, _))| *seq != 0)
                     .map(|(k, (seq, val))| (*seq, k.as_str(), val.as_slice())),
             )
             .collect();
@@ -337,5 +373,44 @@ mod tests {
         assert_eq!(names, vec!["dyn_x", "a", "b"]);
         t.reset(&l);
         assert!(t.get("a").is_none() && t.get("dyn_x").is_none());
+    }
+
+    /// Names built at run time keep their entries for the next transaction, absent: they are
+    /// neither read nor listed until set again, and then listed in their new order.
+    #[test]
+    fn kept_dynamic_names_are_absent_until_set_again() {
+        let l = Arc::new(TxLayout::default());
+        let mut t = TxStore::default();
+        t.reset(&l);
+        t.set("dyn_a", b"1");
+        t.set("dyn_b", &[b'x'; 10_000]);
+        t.remove("dyn_a");
+        assert!(!t.contains("dyn_a"));
+        t.set("dyn_a", b"2");
+        let names: Vec<&str> = t.ordered().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec!["dyn_b", "dyn_a"]);
+        t.reset(&l);
+        assert_eq!(t.dynamic.len(), 2, "kept for the next transaction");
+        assert_eq!(
+            t.dynamic["dyn_b"].1.capacity(),
+            0,
+            "a large buffer is let go"
+        );
+        assert!(t.get("dyn_a").is_none() && t.get("dyn_b").is_none());
+        assert!(t.ordered().is_empty());
+        assert!(t.select_in(None, |_| true).is_empty());
+        t.set("dyn_b", b"3");
+        t.entry("dyn_c").extend_from_slice(b"4");
+        // `entry` on a kept name starts from an empty value.
+        t.entry("dyn_a").extend_from_slice(b"5");
+        assert_eq!(t.get("dyn_a"), Some(&b"5"[..]));
+        let names: Vec<&str> = t.ordered().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec!["dyn_b", "dyn_c", "dyn_a"]);
+        // A store that collected more names than it keeps forgets them.
+        for i in 0..=DYNAMIC_KEPT {
+            t.set(&format!("many_{i}"), b"1");
+        }
+        t.reset(&l);
+        assert!(t.dynamic.is_empty());
     }
 }
