@@ -1981,7 +1981,13 @@ impl Transaction {
                 if rec != UNKNOWN && !op_out.limit_exceeded {
                     self.results.set(rec, base, link.link_no, hit);
                 }
-                self.after_op(link, hit, &mut op_out);
+                Self::after_op(
+                    &mut self.tx,
+                    &mut self.limit_exceeded,
+                    link,
+                    hit,
+                    &mut op_out,
+                );
             }
             if !hit {
                 continue;
@@ -2038,18 +2044,25 @@ impl Transaction {
             v
         };
         self.op_calls += 1;
-        let mut op_out = std::mem::take(&mut self.op_out);
-        op_out.limit_exceeded = false;
-        let hit = link
-            .op
-            .exec(v, arg, link.actions.capture, self.d.remote_ip, &mut op_out)
-            != link.op.negated;
+        self.op_out.limit_exceeded = false;
+        let hit = link.op.exec(
+            v,
+            arg,
+            link.actions.capture,
+            self.d.remote_ip,
+            &mut self.op_out,
+        ) != link.op.negated;
         if hit {
             self.matched_var.clear();
             self.matched_var.extend_from_slice(v);
         }
-        self.after_op(link, hit, &mut op_out);
-        self.op_out = op_out;
+        Self::after_op(
+            &mut self.tx,
+            &mut self.limit_exceeded,
+            link,
+            hit,
+            &mut self.op_out,
+        );
         if !hit {
             return false;
         }
@@ -2065,16 +2078,23 @@ impl Transaction {
 
     /// After an operator ran: the backtracking limit's flag, the capture groups of a match,
     /// and the output buffers back for the next call.
-    fn after_op(&mut self, link: &Rule, hit: bool, op_out: &mut OpOutput) {
+    /// (An associated function over the fields it changes, so that callers can pass the
+    /// transaction's own `op_out` without moving it out and back.)
+    fn after_op(
+        tx: &mut TxStore,
+        limit_exceeded: &mut bool,
+        link: &Rule,
+        hit: bool,
+        op_out: &mut OpOutput,
+    ) {
         if op_out.limit_exceeded {
-            self.limit_exceeded = true;
-            self.tx.set("msc_pcre_limits_exceeded", b"1");
+            *limit_exceeded = true;
+            tx.set("msc_pcre_limits_exceeded", b"1");
         }
         if hit && link.actions.capture && !link.op.negated && !op_out.captures.is_empty() {
             // A match with groups replaces TX:0-9: groups that did not take part are removed.
             for i in 0..CAPTURE_NAMES.len() {
-                let c = op_out.captures.get(i);
-                self.tx.set_capture(i, c);
+                tx.set_capture(i, op_out.captures.get(i));
             }
         }
         op_out.captures.clear();
