@@ -1895,8 +1895,6 @@ impl Transaction {
         let capture = link.actions.capture;
         let mut matched_any = false;
         let mut locs = std::mem::take(&mut self.union_locs);
-        // Taken once for the link, not once per value.
-        let mut op_out = std::mem::take(&mut self.op_out);
         // A link whose results are recorded per value does not also use the operator memo:
         // a value it knows is not looked at again, and a new one would only fill a slot.
         let op_memo = if link.pure && self.results.on() {
@@ -1923,7 +1921,7 @@ impl Transaction {
             let hit: bool;
             {
                 self.op_calls += 1;
-                op_out.limit_exceeded = false;
+                self.op_out.limit_exceeded = false;
                 let remote = self.d.remote_ip;
                 if link.actions.multi_match {
                     locs.clear();
@@ -1948,7 +1946,7 @@ impl Transaction {
                         {
                             continue;
                         }
-                        let m = exec_op(op_memo, link, v, arg, capture, remote, &mut op_out)
+                        let m = exec_op(op_memo, link, v, arg, capture, remote, &mut self.op_out)
                             != link.op.negated;
                         if m {
                             self.matched_var.clear();
@@ -1971,14 +1969,14 @@ impl Transaction {
                         _ => false,
                     };
                     hit = !skip
-                        && exec_op(op_memo, link, v, arg, capture, remote, &mut op_out)
+                        && exec_op(op_memo, link, v, arg, capture, remote, &mut self.op_out)
                             != link.op.negated;
                     if hit {
                         self.matched_var.clear();
                         self.matched_var.extend_from_slice(v);
                     }
                 }
-                if rec != UNKNOWN && !op_out.limit_exceeded {
+                if rec != UNKNOWN && !self.op_out.limit_exceeded {
                     self.results.set(rec, base, link.link_no, hit);
                 }
                 Self::after_op(
@@ -1986,7 +1984,7 @@ impl Transaction {
                     &mut self.limit_exceeded,
                     link,
                     hit,
-                    &mut op_out,
+                    &mut self.op_out,
                 );
             }
             if !hit {
@@ -2005,7 +2003,6 @@ impl Transaction {
         }
         self.refs_buf = refs;
         self.union_locs = locs;
-        self.op_out = op_out;
         self.scratch.arg = expanded;
         matched_any
     }
