@@ -6,7 +6,8 @@
 #   3. nginx with ModSecurity v3 and the same CRS files (Debian's libnginx-mod-http-modsecurity),
 # for a benign mix and a mix with attack payloads (bench/waf/mix.lua), in one run. Prints the
 # median over REPS repetitions of requests per second, p99 latency and the server's CPU time
-# per request, and the ratios the goals are about.
+# per request (user and system), the CRS edge's own clock of its WAF work per request
+# (`tandem_waf_seconds` from its admin API), and the ratios the goals are about.
 #
 #   bench/waf/run.sh [CRS_DIR]            # default: third_party/crs, else shared/crs
 #   REPS=3 DURATION=10 bench/waf/run.sh
@@ -163,48 +164,70 @@ for s in crs nginx off; do
   [[ "$code" == 200 ]] || { echo "$s answered $code to a benign request" >&2; exit 1; }
 done
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# User and system CPU ticks of a process ("user sys").
+ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 hz=$(getconf CLK_TCK)
+# The CRS edge's own clock of its WAF work: tandem_waf_seconds' sum and count ("sum count").
+waf_clock() {
+  curl -s "http://127.0.0.1:$CRS_ADMIN/metrics" |
+    awk '/^tandem_waf_seconds_sum/ {s += $2} /^tandem_waf_seconds_count/ {c += $2} END {printf "%.9f %d\n", s, c}'
+}
 
-measure() { # server mix -> "rps p99ms cpu_us_per_req non2xx_share"
+# server mix -> "rps p99ms cpu_us_per_req non2xx_share user_us sys_us waf_us"
+# (waf_us: the WAF's time per request by the CRS edge's own clock, wall time; 0 for others)
+measure() {
   local s=$1 mix=$2 url="http://127.0.0.1:${PORT[$1]}"
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$here/mix.lua" "$url" -- "$mix" "$VARIANTS" >/dev/null
-  local t0 out t1
+  local t0 out t1 w0="0 0" w1="0 0"
+  [[ $s == crs ]] && w0=$(waf_clock)
   t0=$(ticks "${CPU_PID[$s]}")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$here/mix.lua" "$url" -- "$mix" "$VARIANTS")
   t1=$(ticks "${CPU_PID[$s]}")
+  [[ $s == crs ]] && w1=$(waf_clock)
   local n rps p99 bad
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); bad=${bad:-0}
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
-  awk -v r="$rps" -v p="$p99" -v n="$n" -v b="$bad" -v d="$((t1 - t0))" -v hz="$hz" 'BEGIN { printf "%s %s %.1f %.3f\n", r, p, (n > 0 ? d * 1e6 / hz / n : 0), (n > 0 ? b / n : 0) }'
+  awk -v r="$rps" -v p="$p99" -v n="$n" -v b="$bad" -v t0="$t0" -v t1="$t1" -v w0="$w0" -v w1="$w1" -v hz="$hz" 'BEGIN {
+    split(t0, a, " "); split(t1, z, " "); split(w0, x, " "); split(w1, y, " ")
+    u = (z[1] - a[1]) * 1e6 / hz; k = (z[2] - a[2]) * 1e6 / hz
+    waf = (y[2] > x[2] ? (y[1] - x[1]) * 1e6 / (y[2] - x[2]) : 0)
+    printf "%s %s %.1f %.3f %.1f %.1f %.1f\n", r, p, (n > 0 ? (u + k) / n : 0), (n > 0 ? b / n : 0), (n > 0 ? u / n : 0), (n > 0 ? k / n : 0), waf
+  }'
 }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
 
 echo "CRS: $crs; $REPS repetitions of ${DURATION}s (after ${WARMUP}s warm-up), wrk -t1 -c$CONNS; servers on CPU $PROXY_CPU, load and origin on CPU $LOAD_CPU" >&2
-declare -A RPS P99 CPU
+declare -A RPS P99 CPU USR SYS WAF
 servers=(off crs nginx)
 for rep in $(seq 1 "$REPS"); do
   for mix in benign attack; do
     for i in 0 1 2; do
       s=${servers[$(( (i + rep) % 3 ))]}
-      read -r r p c b < <(measure "$s" "$mix")
+      read -r r p c b u k w < <(measure "$s" "$mix")
       RPS[$mix-$s]+="$r "; P99[$mix-$s]+="$p "; CPU[$mix-$s]+="$c "
-      echo "  rep $rep $mix $s: $r req/s, p99 $p ms, $c CPU µs/req, non-2xx share $b" >&2
+      USR[$mix-$s]+="$u "; SYS[$mix-$s]+="$k "; WAF[$mix-$s]+="$w "
+      echo "  rep $rep $mix $s: $r req/s, p99 $p ms, $c CPU µs/req ($u user, $k system), non-2xx share $b" >&2
     done
   done
 done
 
-printf '\n%-7s %-34s %10s %9s %12s\n' mix server "req/s" "p99 ms" "CPU µs/req"
-declare -A MR MP MC
+# CPU µs/req = user + system; "WAF µs/req" is the CRS edge's own clock of its WAF work
+# (tandem_waf_seconds, wall time, inside the user time).
+printf '\n%-7s %-34s %10s %9s %12s %6s %6s %12s\n' mix server "req/s" "p99 ms" "CPU µs/req" user system "WAF µs/req"
+declare -A MR MP MC MU MK MW
 for mix in benign attack; do
   for s in off crs nginx; do
     MR[$mix-$s]=$(median <<<"${RPS[$mix-$s]}")
     MP[$mix-$s]=$(median <<<"${P99[$mix-$s]}")
     MC[$mix-$s]=$(median <<<"${CPU[$mix-$s]}")
-    printf '%-7s %-34s %10.0f %9.2f %12.1f\n' "$mix" "${LABEL[$s]}" "${MR[$mix-$s]}" "${MP[$mix-$s]}" "${MC[$mix-$s]}"
+    MU[$mix-$s]=$(median <<<"${USR[$mix-$s]}")
+    MK[$mix-$s]=$(median <<<"${SYS[$mix-$s]}")
+    MW[$mix-$s]=$(median <<<"${WAF[$mix-$s]}")
+    waf="-"; [[ $s == crs ]] && waf=$(printf '%.1f' "${MW[$mix-$s]}")
+    printf '%-7s %-34s %10.0f %9.2f %12.1f %6.1f %6.1f %12s\n' "$mix" "${LABEL[$s]}" "${MR[$mix-$s]}" "${MP[$mix-$s]}" "${MC[$mix-$s]}" "${MU[$mix-$s]}" "${MK[$mix-$s]}" "$waf"
   done
 done
 echo
@@ -214,5 +237,9 @@ for mix in benign attack; do
       -v coff="${MC[$mix-off]}" -v ccrs="${MC[$mix-crs]}" -v cngx="${MC[$mix-nginx]}" 'BEGIN {
     printf "%-7s Tandem+CRS vs nginx+ModSecurity+CRS: throughput %.2fx, p99 %.2fx, CPU/req %.2fx\n", m, crs/ngx, pcrs/pngx, ccrs/cngx
     printf "%-7s WAF in Tandem: throughput %.0f%% of WAF-off (goal: at least 67%%), p99 %.2fx, CPU/req %.2fx (WAF-off CPU share: %.0f%%)\n", m, 100*crs/off, pcrs/poff, ccrs/coff, 100*coff/ccrs
+  }'
+  awk -v m="$mix" -v c="${MC[$mix-crs]}" -v u="${MU[$mix-crs]}" -v k="${MK[$mix-crs]}" -v w="${MW[$mix-crs]}" \
+      -v co="${MC[$mix-off]}" -v uo="${MU[$mix-off]}" -v ko="${MK[$mix-off]}" 'BEGIN {
+    printf "%-7s CRS edge CPU/req %.1f us: WAF (own clock) %.1f, other user time %.1f (WAF-off edge: %.1f), system %.1f (WAF-off edge: %.1f)\n", m, c, w, u - w, uo, k, ko
   }'
 done
