@@ -7,11 +7,55 @@ use crate::transform::url_decode_args;
 /// A name/value list, in input order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Appends pairs to a list, taking their buffers from `spare` (pairs an earlier request
+/// left, whose capacity is reused) before allocating.
+pub(crate) struct PairsFill<'a> {
+    out: &'a mut Pairs,
+    spare: &'a mut Pairs,
+}
+
+impl<'a> PairsFill<'a> {
+    pub(crate) fn new(out: &'a mut Pairs, spare: &'a mut Pairs) -> PairsFill<'a> {
+        PairsFill { out, spare }
+    }
+
+    /// The buffers of a new last pair, empty.
+    pub(crate) fn push(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
+        let mut p = self.spare.pop().unwrap_or_default();
+        p.0.clear();
+        p.1.clear();
+        self.out.push(p);
+        let (n, v) = self.out.last_mut().expect("just pushed");
+        (n, v)
+    }
+
+    /// Pairs in the list.
+    pub(crate) fn len(&self) -> usize {
+        self.out.len()
+    }
+}
+
 /// Parse `a=1&b=2` (query strings and urlencoded bodies). Names and values are
 /// percent-decoded and `+` becomes a space. Returns the pairs and whether an invalid escape
 /// was seen.
 pub fn parse_urlencoded(input: &[u8], sep: u8, limit: usize) -> (Pairs, bool) {
     let mut out = Vec::new();
+    let bad = parse_urlencoded_into(
+        input,
+        sep,
+        limit,
+        &mut PairsFill::new(&mut out, &mut Vec::new()),
+    );
+    (out, bad)
+}
+
+/// [`parse_urlencoded`] appending to `out`.
+pub(crate) fn parse_urlencoded_into(
+    input: &[u8],
+    sep: u8,
+    limit: usize,
+    out: &mut PairsFill<'_>,
+) -> bool {
     let mut bad = false;
     for token in input.split(|&c| c == sep) {
         if token.is_empty() {
@@ -25,13 +69,11 @@ pub fn parse_urlencoded(input: &[u8], sep: u8, limit: usize) -> (Pairs, bool) {
             None => (token, &b""[..]),
         };
         bad |= invalid_escape(n) || invalid_escape(v);
-        let mut name = Vec::with_capacity(n.len());
-        url_decode_args(n, &mut name);
-        let mut value = Vec::with_capacity(v.len());
-        url_decode_args(v, &mut value);
-        out.push((name, value));
+        let (name, value) = out.push();
+        url_decode_args(n, name);
+        url_decode_args(v, value);
     }
-    (out, bad)
+    bad
 }
 
 fn invalid_escape(s: &[u8]) -> bool {
@@ -51,14 +93,23 @@ fn invalid_escape(s: &[u8]) -> bool {
 
 /// Parse `Cookie` header values: `a=1; b=2`. Names and values are taken as written.
 pub fn parse_cookies(header: &[u8], out: &mut Pairs) {
+    parse_cookies_into(header, &mut PairsFill::new(out, &mut Vec::new()));
+}
+
+/// [`parse_cookies`] appending to `out`.
+pub(crate) fn parse_cookies_into(header: &[u8], out: &mut PairsFill<'_>) {
     for part in header.split(|&c| c == b';') {
         let part = part.trim_ascii();
         if part.is_empty() {
             continue;
         }
+        let (name, value) = out.push();
         match memchr::memchr(b'=', part) {
-            Some(p) => out.push((part[..p].trim_ascii().to_vec(), part[p + 1..].to_vec())),
-            None => out.push((part.to_vec(), Vec::new())),
+            Some(p) => {
+                name.extend_from_slice(part[..p].trim_ascii());
+                value.extend_from_slice(&part[p + 1..]);
+            }
+            None => name.extend_from_slice(part),
         }
     }
 }

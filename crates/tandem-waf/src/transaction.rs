@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use crate::body::{self, Pairs};
+use crate::body::{self, Pairs, PairsFill};
 use crate::link_results::{LinkResults, UNKNOWN};
 use crate::operator::{OpOutput, atoi};
 use crate::prefilter::{ByteSet, LiteralTable, Required, bytes_intersect};
@@ -783,6 +783,120 @@ struct Reuse {
     matched_var: Vec<u8>,
     matched_var_name: Vec<u8>,
     matched_vars: MatchedVars,
+    data: DataBufs,
+}
+
+/// The buffers of a transaction's copy of the request, emptied, for the next transaction on
+/// the thread. A field not listed here starts fresh in every transaction.
+#[derive(Debug, Default)]
+struct DataBufs {
+    method: Vec<u8>,
+    protocol: Vec<u8>,
+    uri_raw: Vec<u8>,
+    request_line: Vec<u8>,
+    uri: Vec<u8>,
+    filename: Vec<u8>,
+    basename: Vec<u8>,
+    query: Vec<u8>,
+    server_name: Vec<u8>,
+    remote_addr: Vec<u8>,
+    remote_port: Vec<u8>,
+    unique_id: Vec<u8>,
+    /// Empty lists that keep their capacity.
+    headers: Pairs,
+    cookies: Pairs,
+    args_get: Pairs,
+    /// Pairs of the lists above, emptied: their buffers serve the next request's pairs.
+    spare: Pairs,
+}
+
+/// At most this many spare pairs are kept.
+const SPARE_PAIRS: usize = 256;
+
+impl DataBufs {
+    /// The buffers of `d`, emptied (its other fields are dropped with it).
+    fn from_data(d: &mut Data) -> DataBufs {
+        let mut b = DataBufs {
+            method: std::mem::take(&mut d.method),
+            protocol: std::mem::take(&mut d.protocol),
+            uri_raw: std::mem::take(&mut d.uri_raw),
+            request_line: std::mem::take(&mut d.request_line),
+            uri: std::mem::take(&mut d.uri),
+            filename: std::mem::take(&mut d.filename),
+            basename: std::mem::take(&mut d.basename),
+            query: std::mem::take(&mut d.query),
+            server_name: std::mem::take(&mut d.server_name),
+            remote_addr: std::mem::take(&mut d.remote_addr),
+            remote_port: std::mem::take(&mut d.remote_port),
+            unique_id: std::mem::take(&mut d.unique_id),
+            headers: std::mem::take(&mut d.headers),
+            cookies: std::mem::take(&mut d.cookies),
+            args_get: std::mem::take(&mut d.args_get),
+            spare: Vec::new(),
+        };
+        b.clear();
+        b
+    }
+
+    /// Empty every buffer, keeping capacity; the lists' pairs become spares.
+    fn clear(&mut self) {
+        for v in [
+            &mut self.method,
+            &mut self.protocol,
+            &mut self.uri_raw,
+            &mut self.request_line,
+            &mut self.uri,
+            &mut self.filename,
+            &mut self.basename,
+            &mut self.query,
+            &mut self.server_name,
+            &mut self.remote_addr,
+            &mut self.remote_port,
+            &mut self.unique_id,
+        ] {
+            v.clear();
+        }
+        for list in [&mut self.headers, &mut self.cookies, &mut self.args_get] {
+            let room = SPARE_PAIRS.saturating_sub(self.spare.len());
+            self.spare.extend(list.drain(..).take(room));
+            list.clear();
+        }
+    }
+
+    /// Bytes held, roughly.
+    fn bytes(&self) -> usize {
+        let lists = [&self.headers, &self.cookies, &self.args_get, &self.spare];
+        [
+            &self.method,
+            &self.protocol,
+            &self.uri_raw,
+            &self.request_line,
+            &self.uri,
+            &self.filename,
+            &self.basename,
+            &self.query,
+            &self.server_name,
+            &self.remote_addr,
+            &self.remote_port,
+            &self.unique_id,
+        ]
+        .iter()
+        .map(|v| v.capacity())
+        .sum::<usize>()
+            + lists
+                .iter()
+                .flat_map(|l| l.iter())
+                .map(|(n, v)| n.capacity() + v.capacity())
+                .sum::<usize>()
+    }
+}
+
+/// `buf` emptied and refilled with `src`.
+fn refill(buf: &mut Vec<u8>, src: &[u8]) -> Vec<u8> {
+    let mut b = std::mem::take(buf);
+    b.clear();
+    b.extend_from_slice(src);
+    b
 }
 
 /// Buffers that macro expansions write into instead of allocating: a `setvar` key built at
@@ -853,6 +967,7 @@ impl Reuse {
         self.matched_var.clear();
         self.matched_var_name.clear();
         self.matched_vars.clear();
+        self.data.clear();
     }
 
     /// Hand the buffers to the next transaction on this thread.
@@ -879,6 +994,7 @@ impl Reuse {
             .iter()
             .any(|b| b.capacity() > REUSE_MAX_BYTES)
             || self.matched_vars.oversized(REUSE_MAX_BYTES)
+            || self.data.bytes() > REUSE_MAX_BYTES
         {
             return;
         }
@@ -980,6 +1096,7 @@ impl Drop for Transaction {
             matched_var: std::mem::take(&mut self.matched_var),
             matched_var_name: std::mem::take(&mut self.matched_var_name),
             matched_vars: std::mem::take(&mut self.matched_vars),
+            data: DataBufs::from_data(&mut self.d),
         }
         .give_back();
     }
@@ -992,20 +1109,37 @@ impl Transaction {
         let words = rs.literals.words();
         let (target_slots, set_slots) = rs.union_slots;
         let s = &rs.settings;
+        let mut reuse = Reuse::take();
+        // The request's copy goes into buffers an earlier transaction on this thread left
+        // (each emptied when it was given back); everything else starts fresh.
+        let b = &mut reuse.data;
         let mut d = Data {
-            method: head.method.as_bytes().to_vec(),
-            protocol: head.protocol.as_bytes().to_vec(),
-            uri_raw: head.uri.clone(),
+            method: refill(&mut b.method, head.method.as_bytes()),
+            protocol: refill(&mut b.protocol, head.protocol.as_bytes()),
+            uri_raw: refill(&mut b.uri_raw, &head.uri),
+            request_line: std::mem::take(&mut b.request_line),
+            uri: std::mem::take(&mut b.uri),
+            filename: std::mem::take(&mut b.filename),
+            basename: std::mem::take(&mut b.basename),
+            query: std::mem::take(&mut b.query),
+            headers: std::mem::take(&mut b.headers),
+            cookies: std::mem::take(&mut b.cookies),
+            args_get: std::mem::take(&mut b.args_get),
+            server_name: std::mem::take(&mut b.server_name),
+            remote_addr: std::mem::take(&mut b.remote_addr),
+            remote_port: std::mem::take(&mut b.remote_port),
+            unique_id: refill(&mut b.unique_id, head.request_id.as_bytes()),
             ..Data::default()
         };
-        d.request_line = [
+        for part in [
             head.method.as_bytes(),
             b" ",
             &head.uri,
             b" ",
             head.protocol.as_bytes(),
-        ]
-        .concat();
+        ] {
+            d.request_line.extend_from_slice(part);
+        }
         // REQUEST_URI has no scheme or host even when the request line had them.
         let mut uri = head.uri.as_slice();
         if let Some(p) = memchr::memmem::find(uri, b"://")
@@ -1017,7 +1151,7 @@ impl Transaction {
                 None => b"/",
             };
         }
-        d.uri = uri.to_vec();
+        d.uri.extend_from_slice(uri);
         let no_frag = match memchr::memchr(b'#', uri) {
             Some(p) => &uri[..p],
             None => uri,
@@ -1027,41 +1161,60 @@ impl Transaction {
             None => (no_frag, &b""[..]),
         };
         // REQUEST_FILENAME is the percent-decoded path, as servers hand it to ModSecurity.
-        d.filename = crate::transform::percent_decode(path);
-        d.basename = match d.filename.iter().rposition(|&c| c == b'/' || c == b'\\') {
-            Some(p) => d.filename[p + 1..].to_vec(),
-            None => d.filename.clone(),
+        crate::transform::percent_decode_into(path, &mut d.filename);
+        let base = match d.filename.iter().rposition(|&c| c == b'/' || c == b'\\') {
+            Some(p) => &d.filename[p + 1..],
+            None => &d.filename,
         };
-        d.query = query.to_vec();
-        let (args, bad) = body::parse_urlencoded(query, s.argument_separator, s.arguments_limit);
-        d.args_get = args;
-        d.urlencoded_error = bad;
-        d.headers = head.headers.clone();
+        d.basename.extend_from_slice(base);
+        d.query.extend_from_slice(query);
+        d.urlencoded_error = body::parse_urlencoded_into(
+            query,
+            s.argument_separator,
+            s.arguments_limit,
+            &mut PairsFill::new(&mut d.args_get, &mut b.spare),
+        );
+        {
+            let mut headers = PairsFill::new(&mut d.headers, &mut b.spare);
+            for (n, v) in &head.headers {
+                let (name, value) = headers.push();
+                name.extend_from_slice(n);
+                value.extend_from_slice(v);
+            }
+        }
         for (n, v) in &head.headers {
             if n.eq_ignore_ascii_case(b"cookie") {
-                body::parse_cookies(v, &mut d.cookies);
+                body::parse_cookies_into(v, &mut PairsFill::new(&mut d.cookies, &mut b.spare));
             }
             if n.eq_ignore_ascii_case(b"host") {
                 let host = match v.iter().rposition(|&c| c == b':') {
                     Some(p) if !v.contains(&b']') || v[..p].ends_with(b"]") => &v[..p],
                     _ => v,
                 };
-                d.server_name = host.to_vec();
+                d.server_name.clear();
+                d.server_name.extend_from_slice(host);
             }
         }
-        d.remote_ip = Some(head.client.ip());
-        d.remote_addr = head.client.ip().to_string().into_bytes();
-        d.remote_port = head.client.port().to_string().into_bytes();
-        if let Some(srv) = head.server {
-            d.server_addr = srv.ip().to_string().into_bytes();
-            d.server_port = srv.port().to_string().into_bytes();
+        {
+            use std::io::Write as _;
+            d.remote_ip = Some(head.client.ip());
+            let _ = write!(d.remote_addr, "{}", head.client.ip());
+            let _ = write!(d.remote_port, "{}", head.client.port());
+            if let Some(srv) = head.server {
+                let _ = write!(d.server_addr, "{}", srv.ip());
+                let _ = write!(d.server_port, "{}", srv.port());
+            }
         }
-        d.unique_id = head.request_id.as_bytes().to_vec();
-        let ct = header(&d.headers, b"content-type").unwrap_or_default();
-        let ctl = ct.to_ascii_lowercase();
-        if ctl.starts_with(b"application/x-www-form-urlencoded") {
+        // The first Content-Type header, as `header` finds it.
+        let ct = d
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+            .map_or(&b""[..], |(_, v)| v.as_slice());
+        let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
+        if starts(b"application/x-www-form-urlencoded") {
             d.processor = Some(BodyProcessor::Urlencoded);
-        } else if ctl.starts_with(b"multipart/form-data") {
+        } else if starts(b"multipart/form-data") {
             d.processor = Some(BodyProcessor::Multipart);
         }
         let mode = s.engine;
@@ -1070,7 +1223,6 @@ impl Transaction {
         let request_body_access = s.request_body_access;
         let response_body_access = s.response_body_access;
         let request_body_limit = s.request_body_limit;
-        let mut reuse = Reuse::take();
         reuse.tx.reset(&layout);
         reuse.cache.nodes = nodes;
         let op_memo_owner = if rs.op_memo { rs.trie().memo_id } else { 0 };
@@ -2872,6 +3024,8 @@ SecRule ARGS "@rx (?i)select" "id:11,phase:1,pass,log,t:urlDecodeUni,t:lowercase
     SecRule MATCHED_VARS "@contains union" "setvar:tx.chained=1"
 SecRule TX:/^seen_/ "@streq x-first" "id:12,phase:1,pass,log"
 SecRule REQUEST_HEADERS:Host "@rx ^([a-z]+)" "id:13,phase:1,pass,nolog,capture,setvar:'tx.host_%{rule.id}=%{tx.1}'"
+SecRule REQUEST_COOKIES|REQUEST_COOKIES_NAMES "@contains first" "id:14,phase:1,pass,log"
+SecRule REQUEST_LINE|REQUEST_URI|REQUEST_FILENAME|REQUEST_BASENAME|QUERY_STRING|ARGS_NAMES|SERVER_NAME "@contains /a" "id:15,phase:1,pass,log"
 "#);
         let run = |h: &RequestHead| {
             let mut t = Transaction::new(rs.clone(), h);
@@ -2883,7 +3037,11 @@ SecRule REQUEST_HEADERS:Host "@rx ^([a-z]+)" "id:13,phase:1,pass,nolog,capture,s
         };
         let first = head(
             "/a?q=1%20UNION%20SELECT%202&r=select",
-            &[("X-First", "1"), ("Host", "longer.example")],
+            &[
+                ("X-First", "1"),
+                ("Host", "longer.example"),
+                ("Cookie", "first=1; b=first"),
+            ],
         );
         let second = head("/b?q=plain&s=text", &[("Host", "b.example")]);
         let fresh = {
@@ -2901,12 +3059,16 @@ SecRule REQUEST_HEADERS:Host "@rx ^([a-z]+)" "id:13,phase:1,pass,nolog,capture,s
             .expect("thread")
         };
         let (tx1, ids1) = run(&first);
-        assert!(ids1.contains(&11) && ids1.contains(&12), "{ids1:?}");
+        assert!(
+            [11, 12, 14, 15].iter().all(|id| ids1.contains(id)),
+            "{ids1:?}"
+        );
         assert!(tx1.iter().any(|(k, _)| k == "seen_x-first"));
         assert!(tx1.iter().any(|(k, _)| k == "chained"));
         // A name built at run time, set again with a shorter value by the next request.
         assert!(tx1.iter().any(|(k, v)| k == "host_13" && v == b"longer"));
         assert!(fresh.0.iter().any(|(k, v)| k == "host_13" && v == b"b"));
+        assert!(!fresh.1.contains(&14) && !fresh.1.contains(&15));
         for _ in 0..3 {
             assert_eq!(run(&second), fresh);
         }

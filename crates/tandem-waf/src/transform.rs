@@ -488,6 +488,12 @@ pub(crate) fn url_decode(input: &[u8], out: &mut Vec<u8>, uni: bool) {
 /// Decode `%XX` only (`+` stays), as paths are decoded.
 pub fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    percent_decode_into(input, &mut out);
+    out
+}
+
+/// [`percent_decode`] appending to `out`.
+pub(crate) fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%'
@@ -502,7 +508,6 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
             i += 1;
         }
     }
-    out
 }
 
 /// Decode `%XX` and `+`, as the query-string and body parsers do for names and values.
