@@ -10,7 +10,7 @@
 //!
 //! Slots keep their buffers when a variable is removed or the store is reused by the next
 //! transaction on the thread, and so do names built at run time (up to
-//! [`DYNAMIC_KEPT`] of them: CRS rule 920450 builds one per request header,
+//! 128 of them: CRS rule 920450 builds one per request header,
 //! `tx.header_name_920450_host`, and the next request's headers are mostly the same names),
 //! so steady-state traffic allocates nothing for TX.
 
