@@ -2131,13 +2131,7 @@ impl Transaction {
                 if rec != UNKNOWN && !self.op_out.limit_exceeded {
                     self.results.set(rec, base, link.link_no, hit);
                 }
-                Self::after_op(
-                    &mut self.tx,
-                    &mut self.limit_exceeded,
-                    link,
-                    hit,
-                    &mut self.op_out,
-                );
+                self.after_op(link, hit);
             }
             if !hit {
                 continue;
@@ -2205,13 +2199,7 @@ impl Transaction {
             self.matched_var.clear();
             self.matched_var.extend_from_slice(v);
         }
-        Self::after_op(
-            &mut self.tx,
-            &mut self.limit_exceeded,
-            link,
-            hit,
-            &mut self.op_out,
-        );
+        self.after_op(link, hit);
         if !hit {
             return false;
         }
@@ -2225,28 +2213,21 @@ impl Transaction {
         true
     }
 
-    /// After an operator ran: the backtracking limit's flag, the capture groups of a match,
-    /// and the output buffers back for the next call.
-    /// (An associated function over the fields it changes, so that callers can pass the
-    /// transaction's own `op_out` without moving it out and back.)
-    fn after_op(
-        tx: &mut TxStore,
-        limit_exceeded: &mut bool,
-        link: &Rule,
-        hit: bool,
-        op_out: &mut OpOutput,
-    ) {
-        if op_out.limit_exceeded {
-            *limit_exceeded = true;
-            tx.set("msc_pcre_limits_exceeded", b"1");
+    /// After an operator ran (its output in `op_out`): the backtracking limit's flag, the
+    /// capture groups of a match, and the output buffers emptied for the next call.
+    fn after_op(&mut self, link: &Rule, hit: bool) {
+        if self.op_out.limit_exceeded {
+            self.limit_exceeded = true;
+            self.tx.set("msc_pcre_limits_exceeded", b"1");
         }
-        if hit && link.actions.capture && !link.op.negated && !op_out.captures.is_empty() {
+        let caps = &mut self.op_out.captures;
+        if hit && link.actions.capture && !link.op.negated && !caps.is_empty() {
             // A match with groups replaces TX:0-9: groups that did not take part are removed.
             for i in 0..CAPTURE_NAMES.len() {
-                tx.set_capture(i, op_out.captures.get(i));
+                self.tx.set_capture(i, caps.get(i));
             }
         }
-        op_out.captures.clear();
+        caps.clear();
     }
 
     fn run_effects(&mut self, starter: &Rule, link: &Rule) {
