@@ -838,9 +838,9 @@ impl DataBufs {
         b
     }
 
-    /// Empty every buffer, keeping capacity; the lists' pairs become spares.
-    fn clear(&mut self) {
-        for v in [
+    /// The byte buffers (the pair lists aside).
+    fn bufs(&mut self) -> [&mut Vec<u8>; 12] {
+        [
             &mut self.method,
             &mut self.protocol,
             &mut self.uri_raw,
@@ -853,7 +853,12 @@ impl DataBufs {
             &mut self.remote_addr,
             &mut self.remote_port,
             &mut self.unique_id,
-        ] {
+        ]
+    }
+
+    /// Empty every buffer, keeping capacity; the lists' pairs become spares.
+    fn clear(&mut self) {
+        for v in self.bufs() {
             v.clear();
         }
         for list in [&mut self.headers, &mut self.cookies, &mut self.args_get] {
@@ -864,30 +869,13 @@ impl DataBufs {
     }
 
     /// Bytes held, roughly.
-    fn bytes(&self) -> usize {
-        let lists = [&self.headers, &self.cookies, &self.args_get, &self.spare];
-        [
-            &self.method,
-            &self.protocol,
-            &self.uri_raw,
-            &self.request_line,
-            &self.uri,
-            &self.filename,
-            &self.basename,
-            &self.query,
-            &self.server_name,
-            &self.remote_addr,
-            &self.remote_port,
-            &self.unique_id,
-        ]
-        .iter()
-        .map(|v| v.capacity())
-        .sum::<usize>()
-            + lists
-                .iter()
-                .flat_map(|l| l.iter())
-                .map(|(n, v)| n.capacity() + v.capacity())
-                .sum::<usize>()
+    fn bytes(&mut self) -> usize {
+        let pairs: usize = [&self.headers, &self.cookies, &self.args_get, &self.spare]
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|(n, v)| n.capacity() + v.capacity())
+            .sum();
+        pairs + self.bufs().iter().map(|v| v.capacity()).sum::<usize>()
     }
 }
 
