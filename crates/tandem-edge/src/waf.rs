@@ -627,11 +627,10 @@ impl inspect::Transaction for Txn {
         {
             return Verdict::Continue;
         }
-        let hs: Vec<(Vec<u8>, Vec<u8>)> = headers
+        let hs = headers
             .iter()
-            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect();
-        self.step(|t| t.response_headers(status.as_u16(), &hs))
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        self.step(|t| t.response_header_pairs(status.as_u16(), hs))
     }
 
     fn wants_response_body(&self) -> Option<usize> {

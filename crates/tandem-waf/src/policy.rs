@@ -772,11 +772,24 @@ impl PolicyTransaction {
 
     /// Response headers (phase 3).
     pub fn response_headers(&mut self, status: u16, headers: &[(Vec<u8>, Vec<u8>)]) -> Verdict {
+        self.response_header_pairs(
+            status,
+            headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        )
+    }
+
+    /// [`PolicyTransaction::response_headers`] from borrowed (name, value) pairs, such as an
+    /// HTTP library's header map: the transaction copies them once.
+    pub fn response_header_pairs<'h>(
+        &mut self,
+        status: u16,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Verdict {
         let t = Instant::now();
         if self.mode != WafMode::Off && self.verdict.is_continue() && !self.allowed {
             // A request whose body was never offered still gets phase 2 first.
             self.run_managed(|tx| {
-                tx.process_response_headers(status, "HTTP/1.1", headers);
+                tx.process_response_header_pairs(status, "HTTP/1.1", headers);
             });
         }
         self.spent += t.elapsed();

@@ -1596,10 +1596,32 @@ impl Transaction {
         protocol: &str,
         headers: &[(Vec<u8>, Vec<u8>)],
     ) -> Option<&Interruption> {
-        self.d.resp_status = status.to_string().into_bytes();
-        self.d.resp_protocol = protocol.as_bytes().to_vec();
-        self.d.resp_headers = headers.to_vec();
-        self.d.resp_content_type = header(headers, b"content-type").unwrap_or_default();
+        self.process_response_header_pairs(
+            status,
+            protocol,
+            headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        )
+    }
+
+    /// [`Transaction::process_response_headers`] from borrowed (name, value) pairs, such as
+    /// an HTTP library's header map, copied once.
+    pub fn process_response_header_pairs<'h>(
+        &mut self,
+        status: u16,
+        protocol: &str,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Option<&Interruption> {
+        use std::io::Write as _;
+        self.d.resp_status.clear();
+        let _ = write!(self.d.resp_status, "{status}");
+        self.d.resp_protocol.clear();
+        self.d.resp_protocol.extend_from_slice(protocol.as_bytes());
+        self.d.resp_headers.clear();
+        self.d
+            .resp_headers
+            .extend(headers.into_iter().map(|(n, v)| (n.to_vec(), v.to_vec())));
+        self.d.resp_content_type =
+            header(&self.d.resp_headers, b"content-type").unwrap_or_default();
         self.data_changed();
         self.run_phase(3);
         self.interruption.as_ref()
